@@ -1,0 +1,75 @@
+# tcc_ros: `make demo` (set up + run the whole pipeline on simulated pouring) and `make test`.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eo pipefail -c
+
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tcc_ros_env_ok
+MSG_PREFIX := lib/tcc_ros_msgs
+MSG_FILES := $(wildcard msg/*.msg)
+
+# Simulated data, models and reports of the demo.
+export TCC_CACHE_DIR ?= $(CURDIR)/.cache
+DEMO_DIR ?= runs/demo
+export MUJOCO_GL ?= egl
+
+.PHONY: env system-deps msgs test lint demo clean
+
+env: $(STAMP)
+
+# System packages: cmake (message build) and EGL/Mesa (headless MuJoCo). Installed only when absent.
+system-deps:
+	@need=()
+	command -v cmake >/dev/null || need+=(cmake)
+	ldconfig -p | grep -q 'libEGL.so.1' || need+=(libegl1)
+	ldconfig -p | grep -q 'libEGL_mesa.so.0' || need+=(libegl-mesa0)
+	ldconfig -p | grep -q 'libOpenGL.so.0' || need+=(libopengl0)
+	ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1 || need+=(libgl1-mesa-dri)
+	if [ $${#need[@]} -gt 0 ]; then
+	  echo "installing system packages: $${need[*]}"
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo)
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends "$${need[@]}"
+	fi
+
+$(STAMP): requirements.txt setup.py CMakeLists.txt package.xml $(MSG_FILES)
+	@$(MAKE) --no-print-directory system-deps
+	[ -x $(PY) ] || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	$(MAKE) --no-print-directory msgs
+	touch $(STAMP)
+
+# Build msg/ with rosidl against the ROS 2 wheels in the venv. The generated Python package is
+# installed to $(VENV)/$(MSG_PREFIX) (on sys.path through a .pth file), its libraries to $(VENV)/lib.
+msgs:
+	@mkdir -p build
+	source $(VENV)/bin/activate
+	export AMENT_PREFIX_PATH=$(VENV)
+	cmake -S . -B build/ros -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+	  -DCMAKE_INSTALL_PREFIX=$(VENV) -DPYTHON_INSTALL_DIR=$(MSG_PREFIX) \
+	  -DTCC_ROS_INSTALL_PYTHON_SOURCES=OFF -DPython3_EXECUTABLE=$(PY) > build/cmake-configure.log 2>&1 \
+	  || { cat build/cmake-configure.log; exit 1; }
+	cmake --build build/ros -j 2 > build/cmake-build.log 2>&1 || { tail -50 build/cmake-build.log; exit 1; }
+	cmake --install build/ros > /dev/null
+	# rosidl leaves an egg-info named like the editable install; pip would take it for an old copy
+	rm -rf $(VENV)/$(MSG_PREFIX)/*.egg-info
+	echo "$(VENV)/$(MSG_PREFIX)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_tcc_ros_msgs.pth
+	$(PY) -c 'from tcc_ros.msg import TaskProgress, TaskPhase, Alignment, Anomaly, GroundTruth; print("messages ok")'
+
+lint: env
+	@$(VENV)/bin/ruff check .
+
+test: env
+	@$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -q
+
+demo: env
+	@echo "== demo: simulated pouring -> train -> evaluate (outputs in $(DEMO_DIR)) =="
+	$(PY) -m tcc_model.train --dataset sim_pouring --config config/train/sim_pouring_cpu.yaml --out $(DEMO_DIR)/train
+	$(PY) -m tcc_model.evaluate --checkpoint $(DEMO_DIR)/train/checkpoints/last.pt --dataset sim_pouring --out $(DEMO_DIR)/eval
+
+clean:
+	rm -rf build install log runs $(STAMP)

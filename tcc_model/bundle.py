@@ -1,0 +1,161 @@
+"""Deployment bundle manifest: read, write and verify ``bundle.yaml``.
+
+A bundle is a directory holding ``bundle.yaml`` and the files it lists (ONNX graphs, the
+``model.safetensors`` weights, optional int8/TensorRT variants, references added later). Every
+listed file carries its sha256; :func:`read_manifest` checks them all, so a truncated copy or a
+file swapped by hand is rejected before anything runs.
+
+``bundle_id`` is a sha256 over the *model* files only (``encoder.onnx``, ``head.onnx``,
+``model.safetensors``): derived variants (int8, TensorRT plans) and references can be added later
+without changing it, and anything computed from the model (reference trajectories) records it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tcc_model.utils import write_text_atomic
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "bundle.yaml"
+MODEL_FILE_ROLE = "model"
+DERIVED_FILE_ROLE = "derived"
+REFERENCE_FILE_ROLE = "reference"
+_ROLES = (MODEL_FILE_ROLE, DERIVED_FILE_ROLE, REFERENCE_FILE_ROLE)
+
+
+class BundleError(ValueError):
+    """A bundle is missing, corrupt, too new, or cannot be served by the requested backend."""
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def compute_bundle_id(files: dict[str, dict[str, Any]]) -> str:
+    """sha256 over ``name:sha256`` of the model-role entries of a manifest ``files`` table."""
+    model = sorted(
+        (name, entry["sha256"]) for name, entry in files.items()
+        if entry.get("role") == MODEL_FILE_ROLE
+    )
+    if not model:
+        raise BundleError("bundle lists no model files; re-export it with tcc_model.export")
+    digest = hashlib.sha256()
+    for name, sha in model:
+        digest.update(f"{name}:{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def file_entry(bundle_dir: str | os.PathLike, name: str, role: str) -> dict[str, Any]:
+    """Manifest entry (sha256, size, role) for ``bundle_dir/name``."""
+    if role not in _ROLES:
+        raise ValueError(f"role must be one of {_ROLES}, got {role!r}")
+    path = Path(bundle_dir) / name
+    if not path.is_file():
+        raise BundleError(f"{path}: file to register in the bundle does not exist")
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role}
+
+
+def write_manifest(bundle_dir: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``bundle.yaml`` atomically, filling in ``format_version`` and ``bundle_id``.
+
+    ``manifest["files"]`` must map file names (relative to ``bundle_dir``) to entries from
+    :func:`file_entry`. Returns the manifest as written.
+    """
+    manifest = dict(manifest)
+    manifest["format_version"] = FORMAT_VERSION
+    manifest["bundle_id"] = compute_bundle_id(manifest.get("files", {}))
+    ordered = {"format_version": manifest.pop("format_version"),
+               "bundle_id": manifest.pop("bundle_id"), **manifest}
+    text = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None, width=100)
+    write_text_atomic(Path(bundle_dir) / MANIFEST_NAME, text)
+    return ordered
+
+
+def read_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
+    """Read ``bundle.yaml``; with ``verify`` check format version, file presence and sha256.
+
+    Raises :class:`BundleError` naming the file and the fix.
+    """
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST_NAME
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir}: bundle directory does not exist; "
+                          "create one with `python -m tcc_model.export`")
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; {bundle_dir} is not a bundle "
+                          "(create one with `python -m tcc_model.export`)")
+    try:
+        manifest = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise BundleError(f"{path}: not valid YAML ({err}); re-export the bundle") from err
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: expected a mapping at the top level; re-export the bundle")
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{path}: format_version missing or not an integer; re-export the bundle")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: format_version {version} is newer than this tcc_model supports "
+            f"({FORMAT_VERSION}); upgrade tcc_model or re-export with this version"
+        )
+    if verify:
+        verify_files(bundle_dir, manifest)
+    return manifest
+
+
+def verify_files(bundle_dir: str | os.PathLike, manifest: dict[str, Any],
+                 names: Iterable[str] | None = None) -> None:
+    """Check that listed files exist and match their sha256 and that ``bundle_id`` matches."""
+    bundle_dir = Path(bundle_dir)
+    files: dict[str, dict[str, Any]] = manifest.get("files") or {}
+    for name in names if names is not None else files:
+        if name not in files:
+            raise BundleError(f"{bundle_dir / MANIFEST_NAME}: does not list {name!r}")
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in {MANIFEST_NAME} but missing; "
+                              "copy the complete bundle directory or re-export it")
+        actual = sha256_file(path)
+        if actual != files[name]["sha256"]:
+            raise BundleError(
+                f"{path}: sha256 mismatch (manifest {files[name]['sha256'][:12]}..., file "
+                f"{actual[:12]}...); the file is corrupt or was modified: re-export the bundle"
+            )
+    if names is None and manifest.get("bundle_id") != compute_bundle_id(files):
+        raise BundleError(f"{bundle_dir / MANIFEST_NAME}: bundle_id does not match the model "
+                          "files it lists; re-export the bundle")
+
+
+def register_files(bundle_dir: str | os.PathLike, names: Iterable[str],
+                   role: str = REFERENCE_FILE_ROLE, extra: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """Add (or refresh) files already written into a bundle to its manifest.
+
+    For modules that add to an exported bundle (e.g. reference trajectories). Model files cannot
+    be registered this way: they define ``bundle_id``. ``extra`` keys are merged into the top
+    level of the manifest. Returns the updated manifest.
+    """
+    if role == MODEL_FILE_ROLE:
+        raise ValueError("role='model' files are written only by tcc_model.export; "
+                         "use role='derived' or 'reference'")
+    manifest = read_manifest(bundle_dir, verify=True)
+    files = dict(manifest.get("files") or {})
+    for name in names:
+        if files.get(name, {}).get("role") == MODEL_FILE_ROLE:
+            raise ValueError(f"{name!r} is a model file of the bundle and cannot be replaced")
+        files[name] = file_entry(bundle_dir, name, role)
+    manifest["files"] = files
+    manifest.update(extra or {})
+    return write_manifest(bundle_dir, manifest)

@@ -1,0 +1,1 @@
+"""Datasets: the on-disk format, the registry, sampling and the pouring simulator."""

@@ -1,0 +1,421 @@
+"""Evaluation protocols of TCC (Dwibedi et al. 2019) on per-frame embeddings.
+
+Pure numpy/scipy/sklearn. Every function takes one embedding array ``[T_i, D]`` per video (and,
+for the supervised probes, one integer phase-label array ``[T_i]`` per video) and follows the
+reference implementation's protocol exactly:
+
+* :func:`kendalls_tau`: all ordered pairs ``i != j``, strided nearest neighbours, scipy tau-b, NaN
+  pairs dropped, mean.
+* :func:`phase_classification`: ``SVC(decision_function_shape='ovo')`` with sklearn defaults, trained
+  on the *first* ``max(1, int(f * N))`` training videos, frame accuracy on all validation frames.
+* :func:`few_shot_classification`: the same SVC on ``k`` random training videos, 50 episodes per
+  ``k``, one ``RandomState(42)`` permutation stream (identical to ``np.random.seed(42)``).
+* :func:`phase_progression`: per key event an OLS regression of ``(t - t_k) / L`` (``t_k`` = last
+  frame of phase ``k``), mean R² over events on the validation frames.
+
+Where the reference crashes (a phase missing from a video, a one-class training set, too few
+videos) these functions skip explicitly and report what was skipped and why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import stats
+from scipy.spatial.distance import cdist
+
+DISTANCES = ("sqeuclidean", "cosine")
+CLASSIFICATION_FRACTIONS = (0.1, 0.5, 1.0)
+FEW_SHOT_NUM_LABELED = tuple(range(1, 11))
+FEW_SHOT_EPISODES = 50
+FEW_SHOT_SEED = 42
+
+
+# --------------------------------------------------------------------------------------------
+# Input validation
+
+
+def _check_embs_list(embs_list: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
+    out = []
+    dim = None
+    for i, embs in enumerate(embs_list):
+        arr = np.asarray(embs)
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise ValueError(
+                f"{name}[{i}] must be a non-empty [num_frames, dim] array, got shape {arr.shape}"
+            )
+        if not np.issubdtype(arr.dtype, np.floating):
+            arr = arr.astype(np.float64)
+        if dim is None:
+            dim = arr.shape[1]
+        elif arr.shape[1] != dim:
+            raise ValueError(
+                f"{name}[{i}] has embedding dim {arr.shape[1]}, expected {dim} like {name}[0]"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name}[{i}] contains NaN/inf; check the model that produced it")
+        out.append(arr)
+    return out
+
+
+def _check_labels_list(
+    labels_list: Sequence[np.ndarray], embs_list: Sequence[np.ndarray], name: str
+) -> list[np.ndarray]:
+    if len(labels_list) != len(embs_list):
+        raise ValueError(
+            f"{name} has {len(labels_list)} videos but the embeddings have {len(embs_list)}"
+        )
+    out = []
+    for i, (labels, embs) in enumerate(zip(labels_list, embs_list)):
+        arr = np.asarray(labels)
+        if arr.ndim != 1 or arr.shape[0] != embs.shape[0]:
+            raise ValueError(
+                f"{name}[{i}] must be a [num_frames] array of {embs.shape[0]} phase ids, "
+                f"got shape {arr.shape}"
+            )
+        if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0):
+            raise ValueError(f"{name}[{i}] must hold non-negative integer phase ids")
+        out.append(arr.astype(np.int64))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Kendall's tau
+
+
+def kendalls_tau_matrix(
+    embs_list: Sequence[np.ndarray], stride: int = 2, distance: str = "sqeuclidean"
+) -> np.ndarray:
+    """Kendall's tau-b of every ordered video pair, ``[N, N]``; NaN on the diagonal and where undefined.
+
+    Entry ``(i, j)``: query = ``embs_list[i][::stride]``, candidates = ``embs_list[j][::stride]``,
+    ``nns = argmin(cdist(query, candidates, distance), axis=1)``, and
+    ``scipy.stats.kendalltau(arange(len(nns)), nns)`` (NaN when ``nns`` is constant or has < 2 frames).
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    embs_list = _check_embs_list(embs_list, "embs_list")
+    strided = [e[::stride] for e in embs_list]
+    lengths = np.array([len(e) for e in strided])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    queries = np.concatenate(strided) if strided else np.zeros((0, 1))
+    n = len(strided)
+    taus = np.full((n, n), np.nan)
+    for j, candidates in enumerate(strided):
+        # Nearest neighbours in video j of the strided frames of every video at once.
+        nns_all = np.argmin(cdist(queries, candidates, distance), axis=1)
+        for i in range(n):
+            if i == j or lengths[i] < 2:
+                continue
+            nns = nns_all[starts[i] : starts[i] + lengths[i]]
+            taus[i, j] = stats.kendalltau(np.arange(len(nns)), nns).statistic
+    return taus
+
+
+def kendalls_tau(
+    embs_list: Sequence[np.ndarray], stride: int = 2, distance: str = "sqeuclidean"
+) -> float:
+    """Mean Kendall's tau over all ordered pairs ``i != j`` (NaN pairs dropped), as the reference.
+
+    Needs at least 2 videos; returns NaN when every pair is undefined.
+    """
+    if len(embs_list) < 2:
+        raise ValueError(f"kendalls_tau needs at least 2 videos, got {len(embs_list)}")
+    taus = kendalls_tau_matrix(embs_list, stride=stride, distance=distance)
+    valid = taus[~np.eye(len(taus), dtype=bool)]
+    valid = valid[~np.isnan(valid)]
+    return float(valid.mean()) if valid.size else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# Phase classification (SVC probe)
+
+
+@dataclass
+class ProbeResult:
+    """One probe score with the data it used; ``skipped`` names why no score exists."""
+
+    value: float | None
+    num_train_videos: int
+    num_train_frames: int
+    num_eval_frames: int
+    skipped: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _make_svc():
+    from sklearn.svm import SVC
+
+    return SVC(decision_function_shape="ovo")
+
+
+def _fit_svc_accuracy(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray
+) -> tuple[float | None, str | None]:
+    classes = np.unique(train_y)
+    if classes.size < 2:
+        return None, f"training frames hold a single phase ({int(classes[0])}); SVC needs >= 2"
+    model = _make_svc()
+    model.fit(train_x, train_y)
+    return float(np.mean(model.predict(val_x) == val_y)), None
+
+
+def _first_n_videos(num_videos: int, fraction: float) -> int:
+    return max(1, int(fraction * num_videos))
+
+
+def phase_classification(
+    train_embs: Sequence[np.ndarray],
+    train_labels: Sequence[np.ndarray],
+    val_embs: Sequence[np.ndarray],
+    val_labels: Sequence[np.ndarray],
+    fractions: Sequence[float] = CLASSIFICATION_FRACTIONS,
+) -> dict[float, ProbeResult]:
+    """Per-frame phase classification accuracy on the validation frames, per training fraction.
+
+    For each fraction ``f`` an ``SVC(decision_function_shape='ovo')`` (sklearn defaults, no feature
+    scaling) is trained on all frames of the **first** ``max(1, int(f * N_train))`` training videos.
+    A training subset with a single phase is reported as skipped (``value=None``).
+    """
+    train_embs = _check_embs_list(train_embs, "train_embs")
+    val_embs = _check_embs_list(val_embs, "val_embs")
+    train_labels = _check_labels_list(train_labels, train_embs, "train_labels")
+    val_labels = _check_labels_list(val_labels, val_embs, "val_labels")
+    for f in fractions:
+        if not 0.0 < f <= 1.0:
+            raise ValueError(f"fractions must lie in (0, 1], got {f}")
+    results: dict[float, ProbeResult] = {}
+    num_val_frames = int(sum(len(e) for e in val_embs))
+    for f in fractions:
+        if not train_embs or not val_embs:
+            split = "train" if not train_embs else "val"
+            results[f] = ProbeResult(None, 0, 0, num_val_frames, f"empty {split} split")
+            continue
+        n = _first_n_videos(len(train_embs), f)
+        train_x = np.concatenate(train_embs[:n])
+        train_y = np.concatenate(train_labels[:n])
+        value, skipped = _fit_svc_accuracy(
+            train_x, train_y, np.concatenate(val_embs), np.concatenate(val_labels)
+        )
+        results[f] = ProbeResult(value, n, len(train_x), num_val_frames, skipped)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Few-shot classification
+
+
+@dataclass
+class FewShotResult:
+    """Few-shot accuracy for ``num_labeled`` training videos over random episodes."""
+
+    num_labeled: int
+    mean: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+    num_episodes: int
+    num_skipped_episodes: int
+    skipped: str | None = None
+    accuracies: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mean_t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, mean, mean
+    sem = float(values.std(ddof=1) / math.sqrt(values.size))
+    if sem == 0.0:
+        return mean, mean, mean
+    low, high = stats.t.interval(confidence, values.size - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def few_shot_classification(
+    train_embs: Sequence[np.ndarray],
+    train_labels: Sequence[np.ndarray],
+    val_embs: Sequence[np.ndarray],
+    val_labels: Sequence[np.ndarray],
+    num_labeled: Sequence[int] = FEW_SHOT_NUM_LABELED,
+    episodes: int = FEW_SHOT_EPISODES,
+    seed: int = FEW_SHOT_SEED,
+) -> dict[int, FewShotResult]:
+    """Validation frame accuracy of the SVC trained on ``k`` random labelled training videos.
+
+    One ``np.random.RandomState(seed)`` drives every episode in order (``k`` ascending, then
+    episodes), each drawing ``permutation(N_train)[:k]``: the same videos as the reference's
+    ``np.random.seed(42)`` stream. Episodes whose videos hold a single phase are skipped and
+    counted; ``k > N_train`` is skipped. Reports the mean and a 95% Student-t interval.
+    """
+    train_embs = _check_embs_list(train_embs, "train_embs")
+    val_embs = _check_embs_list(val_embs, "val_embs")
+    train_labels = _check_labels_list(train_labels, train_embs, "train_labels")
+    val_labels = _check_labels_list(val_labels, val_embs, "val_labels")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if any(k < 1 for k in num_labeled):
+        raise ValueError(f"num_labeled must hold positive video counts, got {list(num_labeled)}")
+    rng = np.random.RandomState(seed)
+    num_train = len(train_embs)
+    results: dict[int, FewShotResult] = {}
+    if not val_embs or not train_embs:
+        split = "train" if not train_embs else "val"
+        return {
+            k: FewShotResult(k, None, None, None, 0, episodes, f"empty {split} split")
+            for k in num_labeled
+        }
+    val_x, val_y = np.concatenate(val_embs), np.concatenate(val_labels)
+    for k in sorted(num_labeled):
+        if k > num_train:
+            results[k] = FewShotResult(
+                k, None, None, None, 0, episodes, f"only {num_train} training videos (< {k})"
+            )
+            continue
+        accuracies, skipped = [], 0
+        for _ in range(episodes):
+            chosen = rng.permutation(num_train)[:k]
+            acc, reason = _fit_svc_accuracy(
+                np.concatenate([train_embs[c] for c in chosen]),
+                np.concatenate([train_labels[c] for c in chosen]),
+                val_x,
+                val_y,
+            )
+            if reason is None:
+                accuracies.append(acc)
+            else:
+                skipped += 1
+        if not accuracies:
+            results[k] = FewShotResult(
+                k, None, None, None, 0, skipped, "every episode had a single training phase"
+            )
+            continue
+        mean, low, high = _mean_t_interval(np.asarray(accuracies))
+        results[k] = FewShotResult(k, mean, low, high, len(accuracies), skipped, None, accuracies)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Phase progression
+
+
+def progression_targets(labels: np.ndarray, num_phases: int) -> np.ndarray:
+    """Per-frame regression targets ``[T, num_phases - 1]``: ``(t - t_k) / T`` for key event ``k``.
+
+    ``t_k`` is the last frame labelled ``k`` (the reference's definition). Columns of events
+    whose phase does not occur in the video are NaN.
+    """
+    labels = np.asarray(labels)
+    length = len(labels)
+    num_events = num_phases - 1
+    frames = np.arange(length)
+    # Last frame of each phase, vectorised: max frame index over the frames with that label.
+    last = np.full(max(num_phases, 1), -1, dtype=np.int64)
+    np.maximum.at(last, labels[labels < num_phases], frames[labels < num_phases])
+    t_k = last[:num_events].astype(np.float64)
+    t_k[t_k < 0] = np.nan
+    return (frames[:, None] - t_k[None, :]) / float(length)
+
+
+@dataclass
+class ProgressionResult:
+    """Mean R² over key events; per-event R² and the (video, event) pairs that were skipped."""
+
+    value: float | None
+    per_event_r2: list[float | None]
+    num_train_videos: int
+    skipped_train: list[tuple[int, int]]
+    skipped_val: list[tuple[int, int]]
+    skipped: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["skipped_train"] = [list(p) for p in self.skipped_train]
+        d["skipped_val"] = [list(p) for p in self.skipped_val]
+        return d
+
+
+def _stack_event_data(
+    embs_list: list[np.ndarray], labels_list: list[np.ndarray], num_phases: int
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    x = np.concatenate(embs_list)
+    y = np.concatenate([progression_targets(lab, num_phases) for lab in labels_list])
+    missing = [
+        (v, k)
+        for v, lab in enumerate(labels_list)
+        for k in range(num_phases - 1)
+        if not np.any(lab == k)
+    ]
+    return x, y, missing
+
+
+def phase_progression(
+    train_embs: Sequence[np.ndarray],
+    train_labels: Sequence[np.ndarray],
+    val_embs: Sequence[np.ndarray],
+    val_labels: Sequence[np.ndarray],
+    num_phases: int | None = None,
+    fractions: Sequence[float] = (1.0,),
+) -> dict[float, ProgressionResult]:
+    """Phase-progression R² per training fraction (the reference reports ``f = 1.0``).
+
+    With ``K = num_phases`` (default: the largest label + 1 over both splits) there are ``K - 1``
+    key events. One ``LinearRegression`` per event maps a frame embedding to ``(t - t_k) / L``;
+    the score is the mean over events of sklearn's R² on the concatenated validation frames. A
+    video missing phase ``k`` is left out of event ``k`` only (listed in ``skipped_train`` /
+    ``skipped_val`` as ``(video_index, event)``); an event with no train or val data is left out of
+    the mean (``per_event_r2`` holds None).
+    """
+    from sklearn.linear_model import LinearRegression
+
+    train_embs = _check_embs_list(train_embs, "train_embs")
+    val_embs = _check_embs_list(val_embs, "val_embs")
+    train_labels = _check_labels_list(train_labels, train_embs, "train_labels")
+    val_labels = _check_labels_list(val_labels, val_embs, "val_labels")
+    if num_phases is None:
+        all_labels = [lab for lab in (*train_labels, *val_labels) if lab.size]
+        num_phases = int(max((lab.max() for lab in all_labels), default=0)) + 1
+    results: dict[float, ProgressionResult] = {}
+    for f in fractions:
+        if not 0.0 < f <= 1.0:
+            raise ValueError(f"fractions must lie in (0, 1], got {f}")
+        if num_phases < 2 or not train_embs or not val_embs:
+            reason = (
+                f"need >= 2 phases for a key event, got {num_phases}"
+                if num_phases < 2
+                else f"empty {'train' if not train_embs else 'val'} split"
+            )
+            results[f] = ProgressionResult(None, [], 0, [], [], reason)
+            continue
+        n = _first_n_videos(len(train_embs), f)
+        train_x, train_y, skipped_train = _stack_event_data(
+            train_embs[:n], train_labels[:n], num_phases
+        )
+        val_x, val_y, skipped_val = _stack_event_data(val_embs, val_labels, num_phases)
+        per_event: list[float | None] = []
+        for k in range(num_phases - 1):
+            train_rows = ~np.isnan(train_y[:, k])
+            val_rows = ~np.isnan(val_y[:, k])
+            if train_rows.sum() < 2 or val_rows.sum() < 2:
+                per_event.append(None)
+                continue
+            model = LinearRegression().fit(train_x[train_rows], train_y[train_rows, k])
+            per_event.append(float(model.score(val_x[val_rows], val_y[val_rows, k])))
+        scored = [r for r in per_event if r is not None]
+        results[f] = ProgressionResult(
+            float(np.mean(scored)) if scored else None,
+            per_event,
+            n,
+            skipped_train,
+            skipped_val,
+            None if scored else "no key event had both train and val frames",
+        )
+    return results

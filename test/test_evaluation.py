@@ -1,0 +1,236 @@
+"""Evaluation protocols on constructed embeddings with known answers."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from tcc_model import evaluation as ev
+
+
+def _curve(num_frames: int, dim: int = 4) -> np.ndarray:
+    """A smooth, non-self-intersecting trajectory: nearest neighbours follow time."""
+    t = np.linspace(0.0, 1.0, num_frames)[:, None]
+    return np.concatenate([t, t**2, np.sin(t), np.cos(t)], axis=1)[:, :dim]
+
+
+def _tau_b_by_counting(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b from its definition (pair counting), independent of scipy."""
+    conc = disc = ties_x = ties_y = 0
+    for a, b in itertools.combinations(range(len(x)), 2):
+        dx, dy = np.sign(x[b] - x[a]), np.sign(y[b] - y[a])
+        if dx == 0 and dy == 0:
+            continue
+        if dx == 0:
+            ties_x += 1
+        elif dy == 0:
+            ties_y += 1
+        elif dx == dy:
+            conc += 1
+        else:
+            disc += 1
+    denom = np.sqrt((conc + disc + ties_x) * (conc + disc + ties_y))
+    return (conc - disc) / denom if denom else float("nan")
+
+
+# ------------------------------------------------------------------------------ Kendall's tau
+
+
+def test_tau_is_one_for_aligned_copies_and_minus_one_for_reversed():
+    video = _curve(30)
+    assert ev.kendalls_tau([video, video.copy(), video.copy()], stride=1) == pytest.approx(1.0)
+    assert ev.kendalls_tau([video, video[::-1]], stride=1) == pytest.approx(-1.0)
+    odd = _curve(31)  # odd length: [::2] of the reversed video hits the same frames
+    assert ev.kendalls_tau([odd, odd[::-1]], stride=2, distance="cosine") == pytest.approx(-1.0)
+
+
+def test_tau_uses_ordered_pairs_and_matches_pair_counting():
+    rng = np.random.default_rng(0)
+    videos = [rng.normal(size=(n, 3)) for n in (9, 13, 7, 11)]
+    stride = 2
+    matrix = ev.kendalls_tau_matrix(videos, stride=stride)
+    expected = np.full((4, 4), np.nan)
+    for i, j in itertools.permutations(range(4), 2):
+        q, c = videos[i][::stride], videos[j][::stride]
+        nns = np.argmin(((q[:, None, :] - c[None, :, :]) ** 2).sum(-1), axis=1)
+        expected[i, j] = _tau_b_by_counting(np.arange(len(nns)), nns)
+    np.testing.assert_allclose(matrix, expected, equal_nan=True)
+    assert np.all(np.isnan(np.diag(matrix)))
+    off = expected[~np.eye(4, dtype=bool)]
+    assert ev.kendalls_tau(videos, stride=stride) == pytest.approx(np.nanmean(off))
+
+
+def test_tau_is_asymmetric_between_directions():
+    a = np.arange(4, dtype=float)[:, None]  # 0 1 2 3
+    b = np.array([[0.0], [3.0]])
+    m = ev.kendalls_tau_matrix([a, b], stride=1)
+    # a -> b: nns = [0, 0, 1, 1]: tau-b = 4 / sqrt(6 * 4); b -> a: nns = [0, 3]: tau = 1.
+    assert m[0, 1] == pytest.approx(4 / np.sqrt(24))
+    assert m[1, 0] == pytest.approx(1.0)
+    assert ev.kendalls_tau([a, b], stride=1) == pytest.approx((4 / np.sqrt(24) + 1) / 2)
+
+
+def test_tau_stride_subsamples_query_and_candidates():
+    ordered = _curve(20)
+    scrambled = ordered.copy()
+    scrambled[1::2] = ordered[1::2][::-1]  # odd frames run backwards
+    assert ev.kendalls_tau([ordered, scrambled], stride=2) == pytest.approx(1.0)
+    assert ev.kendalls_tau([ordered, scrambled], stride=1) < 0.5
+
+
+def test_tau_drops_undefined_pairs():
+    video = _curve(10)
+    constant = np.ones((10, 4))
+    m = ev.kendalls_tau_matrix([video, video.copy(), constant], stride=1)
+    assert np.isnan(m[0, 2]) and np.isnan(m[2, 0]) and np.isnan(m[2, 1])
+    assert ev.kendalls_tau([video, video.copy(), constant], stride=1) == pytest.approx(1.0)
+
+
+def test_tau_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least 2 videos"):
+        ev.kendalls_tau([_curve(5)])
+    with pytest.raises(ValueError, match="distance"):
+        ev.kendalls_tau([_curve(5), _curve(5)], distance="l1")
+    with pytest.raises(ValueError, match="embedding dim"):
+        ev.kendalls_tau([_curve(5, 4), _curve(5, 3)])
+
+
+# ------------------------------------------------------------------------------ classification
+
+
+def _phase_video(rng, lengths=(5, 7, 6), swap=False, scale=0.05):
+    """Frames of phase p sit near centre p (3 well separated clusters); optionally mislabelled."""
+    centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    labels = np.concatenate([np.full(n, p) for p, n in enumerate(lengths)])
+    embs = centres[labels] + scale * rng.normal(size=(len(labels), 2))
+    if swap:
+        labels = np.array([1, 0, 2])[labels]
+    return embs, labels
+
+
+def test_separable_phases_give_accuracy_one():
+    rng = np.random.default_rng(1)
+    train = [_phase_video(rng) for _ in range(10)]
+    val = [_phase_video(rng, (4, 9, 3)) for _ in range(3)]
+    res = ev.phase_classification(
+        [e for e, _ in train], [lab for _, lab in train], [e for e, _ in val], [lab for _, lab in val]
+    )
+    assert set(res) == {0.1, 0.5, 1.0}
+    for f, r in res.items():
+        assert r.value == pytest.approx(1.0)
+        assert r.num_train_videos == max(1, int(f * 10))
+        assert r.num_eval_frames == 3 * 16
+
+
+def test_classification_trains_on_the_first_videos():
+    rng = np.random.default_rng(2)
+    # Only video 0 is labelled correctly; the 9 others have phases 0 and 1 swapped.
+    train = [_phase_video(rng, swap=i > 0) for i in range(10)]
+    val = [_phase_video(rng) for _ in range(2)]
+    args = ([e for e, _ in train], [lab for _, lab in train])
+    vals = ([e for e, _ in val], [lab for _, lab in val])
+    res = ev.phase_classification(*args, *vals, fractions=(0.1, 1.0))
+    assert res[0.1].value == pytest.approx(1.0)  # video 0 only
+    # All 10 videos: 9 of 10 swap phases 0/1, so those frames are misclassified.
+    n0_n1 = 5 + 7
+    assert res[1.0].value == pytest.approx(1 - n0_n1 / 18)
+
+
+def test_single_class_training_set_is_skipped():
+    rng = np.random.default_rng(3)
+    embs, labels = _phase_video(rng, (6, 0, 0))
+    val_embs, val_labels = _phase_video(rng)
+    res = ev.phase_classification([embs], [labels], [val_embs], [val_labels], fractions=(1.0,))
+    assert res[1.0].value is None and "single phase" in res[1.0].skipped
+
+
+def test_empty_validation_split_is_skipped():
+    rng = np.random.default_rng(4)
+    embs, labels = _phase_video(rng)
+    res = ev.phase_classification([embs], [labels], [], [], fractions=(1.0,))
+    assert res[1.0].value is None and "empty val" in res[1.0].skipped
+
+
+# ------------------------------------------------------------------------------ few-shot
+
+
+def test_few_shot_draws_the_reference_permutation_stream():
+    rng = np.random.default_rng(5)
+    train = [_phase_video(rng, swap=i > 0) for i in range(6)]
+    val = [_phase_video(rng)]
+    res = ev.few_shot_classification(
+        [e for e, _ in train],
+        [lab for _, lab in train],
+        [val[0][0]],
+        [val[0][1]],
+        num_labeled=(1, 2),
+        episodes=20,
+    )
+    # Episode accuracy is 1 when the drawn video is video 0, else 6/18 (phase 2 only).
+    np.random.seed(42)
+    draws = [np.random.permutation(6)[:1] for _ in range(20)]
+    expected = [1.0 if d[0] == 0 else 6 / 18 for d in draws]
+    np.testing.assert_allclose(res[1].accuracies, expected)
+    assert res[1].mean == pytest.approx(np.mean(expected))
+    assert res[1].ci95_low <= res[1].mean <= res[1].ci95_high
+    assert res[2].num_episodes == 20
+
+
+def test_few_shot_skips_impossible_counts():
+    rng = np.random.default_rng(6)
+    train = [_phase_video(rng) for _ in range(2)]
+    res = ev.few_shot_classification(
+        [e for e, _ in train], [lab for _, lab in train], [train[0][0]], [train[0][1]],
+        num_labeled=(1, 3), episodes=3,
+    )
+    assert res[1].mean == pytest.approx(1.0)
+    assert res[3].mean is None and "only 2 training videos" in res[3].skipped
+
+
+# ------------------------------------------------------------------------------ progression
+
+
+def test_progression_targets_follow_last_frame_of_each_phase():
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    targets = ev.progression_targets(labels, 3)
+    t = np.arange(6)
+    np.testing.assert_allclose(targets[:, 0], (t - 1) / 6)
+    np.testing.assert_allclose(targets[:, 1], (t - 4) / 6)
+    missing = ev.progression_targets(np.array([0, 0, 2, 2]), 3)
+    assert np.all(np.isnan(missing[:, 1])) and not np.any(np.isnan(missing[:, 0]))
+
+
+def _progress_video(lengths):
+    """Embeddings [t/L, t_0/L, t_1/L]: every progression target is exactly linear in them."""
+    labels = np.concatenate([np.full(n, p) for p, n in enumerate(lengths)])
+    length = len(labels)
+    t = np.arange(length) / length
+    last = [(np.flatnonzero(labels == k)[-1] if np.any(labels == k) else 0) / length
+            for k in range(2)]
+    embs = np.stack([t, np.full(length, last[0]), np.full(length, last[1])], axis=1)
+    return embs, labels
+
+
+def test_linear_progress_gives_r2_one_and_missing_phase_is_skipped():
+    train = [_progress_video(n) for n in ((4, 6, 5), (8, 3, 9), (5, 5, 5), (2, 10, 4))]
+    val = [_progress_video((6, 6, 3)), _progress_video((7, 0, 6))]  # video 1 lacks phase 1
+    res = ev.phase_progression(
+        [e for e, _ in train], [lab for _, lab in train], [e for e, _ in val],
+        [lab for _, lab in val], num_phases=3,
+    )[1.0]
+    assert res.value == pytest.approx(1.0)
+    assert len(res.per_event_r2) == 2
+    assert res.skipped_val == [(1, 1)] and res.skipped_train == []
+
+
+def test_progression_r2_drops_for_uninformative_embeddings():
+    rng = np.random.default_rng(7)
+    train = [_progress_video((5, 5, 5)) for _ in range(3)]
+    noise_train = [rng.normal(size=e.shape) for e, _ in train]
+    val = [_progress_video((4, 6, 5))]
+    res = ev.phase_progression(
+        noise_train, [lab for _, lab in train], [rng.normal(size=val[0][0].shape)], [val[0][1]]
+    )[1.0]
+    assert res.value < 0.5
