@@ -38,7 +38,8 @@ $(STAMP): requirements.txt setup.py CMakeLists.txt package.xml $(MSG_FILES)
 	[ -x $(PY) ] || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	# the working tree itself is the installed tcc_model / tcc_ros (a path entry, like an editable install)
+	echo "$(CURDIR)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tcc_ros_source.pth
 	$(MAKE) --no-print-directory msgs
 	touch $(STAMP)
 

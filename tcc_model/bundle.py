@@ -116,24 +116,28 @@ def read_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict[st
 
 
 def verify_files(bundle_dir: str | os.PathLike, manifest: dict[str, Any],
-                 names: Iterable[str] | None = None) -> None:
-    """Check that listed files exist and match their sha256 and that ``bundle_id`` matches."""
+                 skip: Iterable[str] = ()) -> None:
+    """Check that every listed file (but ``skip``) exists and matches its sha256, and that
+    ``bundle_id`` matches the model files."""
     bundle_dir = Path(bundle_dir)
     files: dict[str, dict[str, Any]] = manifest.get("files") or {}
-    for name in names if names is not None else files:
-        if name not in files:
-            raise BundleError(f"{bundle_dir / MANIFEST_NAME}: does not list {name!r}")
+    skipped = set(skip)
+    for name in files:
+        if name in skipped:
+            continue
         path = bundle_dir / name
         if not path.is_file():
             raise BundleError(f"{path}: listed in {MANIFEST_NAME} but missing; "
                               "copy the complete bundle directory or re-export it")
         actual = sha256_file(path)
         if actual != files[name]["sha256"]:
+            fix = ("rebuild the references (python -m tcc_model.reference)"
+                   if files[name].get("role") == REFERENCE_FILE_ROLE else "re-export the bundle")
             raise BundleError(
                 f"{path}: sha256 mismatch (manifest {files[name]['sha256'][:12]}..., file "
-                f"{actual[:12]}...); the file is corrupt or was modified: re-export the bundle"
+                f"{actual[:12]}...); the file is corrupt or was modified: {fix}"
             )
-    if names is None and manifest.get("bundle_id") != compute_bundle_id(files):
+    if manifest.get("bundle_id") != compute_bundle_id(files):
         raise BundleError(f"{bundle_dir / MANIFEST_NAME}: bundle_id does not match the model "
                           "files it lists; re-export the bundle")
 
@@ -150,7 +154,9 @@ def register_files(bundle_dir: str | os.PathLike, names: Iterable[str],
     if role == MODEL_FILE_ROLE:
         raise ValueError("role='model' files are written only by tcc_model.export; "
                          "use role='derived' or 'reference'")
-    manifest = read_manifest(bundle_dir, verify=True)
+    names = list(names)
+    manifest = read_manifest(bundle_dir, verify=False)
+    verify_files(bundle_dir, manifest, skip=names)  # the files being (re)registered may change
     files = dict(manifest.get("files") or {})
     for name in names:
         if files.get(name, {}).get("role") == MODEL_FILE_ROLE:

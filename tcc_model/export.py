@@ -7,10 +7,11 @@ Writes into ``BUNDLE_DIR`` (atomically: a temporary directory renamed at the end
 
 * ``encoder.onnx``: ``frames`` ``[N, S, S, 3]`` uint8 RGB → ``features`` ``[N, C, h, w]``
   (normalisation inside the graph), dynamic batch;
-* ``head.onnx``: ``context_features`` ``[N, k, C, h, w]`` → ``embeddings`` ``[N, D]``, dynamic batch;
+* ``head.onnx``: ``context_features`` ``[N, k, C, h, w]`` → ``embeddings`` ``[N, D]``,
+  dynamic batch;
 * ``model.safetensors``: the PyTorch weights (for the ``torch`` engine backend);
 * ``encoder_int8.onnx`` with ``--quantize-int8`` (ONNX Runtime static quantisation, QDQ,
-  per-channel int8 weights, uint8 activations, calibrated on real frames when ``--dataset`` is given);
+  per-channel int8 weights, uint8 activations; calibrated on real frames with ``--dataset``);
 * ``*.plan`` TensorRT engines with ``--tensorrt`` (needs the ``tensorrt`` package and a CUDA GPU);
 * ``bundle.yaml`` (see :mod:`tcc_model.bundle`).
 
@@ -31,6 +32,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ LOG = logging.getLogger(__name__)
 DEFAULT_TOLERANCE_REL = 1e-3
 ENCODER_FILE, HEAD_FILE, WEIGHTS_FILE = "encoder.onnx", "head.onnx", "model.safetensors"
 ENCODER_INT8_FILE = "encoder_int8.onnx"
+EXPORTERS = ("dynamo", "torchscript")
 ENCODER_INPUT, ENCODER_OUTPUT = "frames", "features"
 HEAD_INPUT, HEAD_OUTPUT = "context_features", "embeddings"
 TENSORRT_MAX_BATCH = 32
@@ -103,14 +106,19 @@ def _dataset_root(name: str) -> Path:
 
 def load_dataset_frames(name: str, size: int, num_check_frames: int, num_calib_frames: int,
                         max_val_videos: int = 8
-                        ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Check frames (one val episode), calibration frames (spread over train) and val videos.
+                        ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[str] | None]:
+    """Check frames (one val episode), calibration frames (spread over train), val videos and
+    the dataset's phase names.
 
     All frames are resized to ``size`` with :func:`resize_frames`, exactly as at inference.
     """
-    from tcc_model.data.format import list_splits, load_split
+    from tcc_model.data.format import list_splits, load_split, read_manifest
 
     root = _dataset_root(name)
+    try:
+        phase_names = read_manifest(root).get("phase_names")
+    except ValueError:
+        phase_names = None
     splits = list_splits(root)
     val_split = "val" if "val" in splits else ("test" if "test" in splits else splits[0])
     calib_split = "train" if "train" in splits else val_split
@@ -124,7 +132,7 @@ def load_dataset_frames(name: str, size: int, num_check_frames: int, num_calib_f
         frames = ep.load_frames()
         picks = np.linspace(0, len(frames) - 1, min(per_episode, len(frames))).round().astype(int)
         calib.append(resize_frames(frames[picks], size))
-    return check, np.concatenate(calib)[:num_calib_frames], val_videos
+    return check, np.concatenate(calib)[:num_calib_frames], val_videos, phase_names
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,7 +160,7 @@ class _Head(nn.Module):
 @torch.inference_mode()
 def torch_embed_frames(model: nn.Module, frames: np.ndarray, k: int, stride: int
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """PyTorch features ``[N, C, h, w]`` and causal-context embeddings ``[N, D]`` of one sequence."""
+    """PyTorch features ``[N, C, h, w]`` and causal-context embeddings ``[N, D]`` of a sequence."""
     feats = model.encoder(torch.from_numpy(np.ascontiguousarray(frames)))
     idx = torch.from_numpy(context_indices(np.arange(len(frames)), k, stride))
     emb = model.head(feats[idx])
@@ -172,13 +180,24 @@ def _ort_embed_frames(encoder_path: Path, head_path: Path, frames: np.ndarray, k
 
 
 def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
-                 output_name: str, opset: int) -> None:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(
-        module, (example,), str(path), input_names=[input_name], output_names=[output_name],
-        dynamic_shapes={input_name: {0: batch}},  # forward() argument named like the input
-        opset_version=opset, dynamo=True, external_data=False, verbose=False,
-    )
+                 output_name: str, opset: int, exporter: str) -> None:
+    """Export with dynamic batch; ``exporter``: ``dynamo`` (torch.export) or ``torchscript``."""
+    module = module.eval()
+    if exporter == "dynamo":
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        torch.onnx.export(
+            module, (example,), str(path), input_names=[input_name], output_names=[output_name],
+            dynamic_shapes={input_name: {0: batch}},  # forward() argument named like the input
+            opset_version=opset, dynamo=True, external_data=False, verbose=False,
+        )
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                module, (example,), str(path), input_names=[input_name],
+                output_names=[output_name], opset_version=opset, dynamo=False,
+                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,8 +331,11 @@ def _yaml_safe(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
+    if obj is None or isinstance(obj, bool):
         return obj
+    for plain in (int, float, str):  # subclasses (e.g. torch's version string) → the base type
+        if isinstance(obj, plain):
+            return plain(obj)
     return str(obj)
 
 
@@ -365,13 +387,14 @@ def export_bundle(
     calibration_frames: np.ndarray | None = None,
     val_videos: Sequence[np.ndarray] | None = None,
     opset: int = 17,
+    exporter: str = "dynamo",
     quantize_int8: bool = False,
     tensorrt: bool = False,
     fp16: bool = False,
     tolerance_rel: float = DEFAULT_TOLERANCE_REL,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Export ``model`` (an ``Embedder``: ``.encoder`` and ``.head``) to a bundle; return its manifest.
+    """Export an ``Embedder`` (``.encoder``, ``.head``) to a bundle; return its manifest.
 
     ``check_frames``: one RGB uint8 sequence at ``image_size`` for the parity check (default:
     :func:`synthetic_frames`). ``calibration_frames``: int8 calibration input (default: the check
@@ -382,6 +405,8 @@ def export_bundle(
         raise ValueError("fp16=True (--fp16) only applies to TensorRT engines; add --tensorrt")
     if tensorrt:
         _require_tensorrt()  # fail before any slow work
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     if tolerance_rel <= 0:
         raise ValueError(f"tolerance_rel must be > 0, got {tolerance_rel}")
     out_dir = Path(out_dir)
@@ -412,9 +437,10 @@ def export_bundle(
         files: dict[str, dict[str, Any]] = {}
         example_frames = torch.from_numpy(np.ascontiguousarray(check_frames[:2]))
         _export_onnx(_Encoder(model), example_frames, tmp / ENCODER_FILE, ENCODER_INPUT,
-                     ENCODER_OUTPUT, opset)
+                     ENCODER_OUTPUT, opset, exporter)
         example_ctx = torch.from_numpy(ref_feats[context_indices(np.arange(2), k, stride)])
-        _export_onnx(_Head(model), example_ctx, tmp / HEAD_FILE, HEAD_INPUT, HEAD_OUTPUT, opset)
+        _export_onnx(_Head(model), example_ctx, tmp / HEAD_FILE, HEAD_INPUT, HEAD_OUTPUT, opset,
+                     exporter)
         from safetensors.torch import save_model
 
         save_model(model, str(tmp / WEIGHTS_FILE))
@@ -445,10 +471,12 @@ def export_bundle(
         if quantize_int8:
             quantize_encoder_int8(tmp / ENCODER_FILE, tmp / ENCODER_INT8_FILE, calibration_frames)
             files[ENCODER_INT8_FILE] = file_entry(tmp, ENCODER_INT8_FILE, DERIVED_FILE_ROLE)
-            _, q_emb = _ort_embed_frames(tmp / ENCODER_INT8_FILE, tmp / HEAD_FILE,
+            q_feats, q_emb = _ort_embed_frames(tmp / ENCODER_INT8_FILE, tmp / HEAD_FILE,
                                          check_frames, k, stride)
             accuracy: dict[str, Any] = {
                 "frames": check_source, "calibration_frames": len(calibration_frames),
+                "max_abs_diff_features_rel": float(np.abs(q_feats - ref_feats).max()
+                                                   / max(float(np.abs(ref_feats).max()), 1e-12)),
                 "max_abs_diff_embeddings": float(np.abs(q_emb - ref_emb).max()),
                 "rel_rms_diff_embeddings": float(np.sqrt(np.mean((q_emb - ref_emb) ** 2))
                                                  / max(np.sqrt(np.mean(ref_emb ** 2)), 1e-12)),
@@ -478,6 +506,7 @@ def export_bundle(
             "phase_names": list(phase_names) if phase_names is not None else None,
             "training": _yaml_safe(training_config or {}),
             "versions": _versions(),
+            "export": {"exporter": exporter, "opset": opset},
             "io": {"encoder": {"input": ENCODER_INPUT, "input_dtype": "uint8",
                                "input_shape": ["N", size, size, 3], "output": ENCODER_OUTPUT},
                    "head": {"input": HEAD_INPUT, "input_shape": ["N", k, *feature_shape],
@@ -488,7 +517,10 @@ def export_bundle(
             "verification": verification,
             "files": files,
         }
-        manifest = write_manifest(tmp, manifest)
+        manifest = write_manifest(tmp, _yaml_safe(manifest))
+        tmp.chmod(0o755)  # mkdtemp/mkstemp create owner-only entries; bundles are shared read-only
+        for child in tmp.iterdir():
+            child.chmod(0o644)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -523,7 +555,8 @@ def _export_tensorrt(bundle: Path, files: dict[str, dict[str, Any]], feature_sha
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tcc_model.export", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tcc_model.export",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
     p.add_argument("--out", required=True, help="bundle directory to create")
     p.add_argument("--dataset", help="dataset NAME for real check/calibration frames and val tau")
@@ -534,6 +567,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorrt", action="store_true", help="build TensorRT engines (CUDA GPU)")
     p.add_argument("--fp16", action="store_true", help="FP16 TensorRT engines")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
+                   help="torch ONNX exporter (default dynamo; torchscript is the legacy one)")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_REL,
                    help="max ONNX-vs-PyTorch |diff| relative to max |embedding| (default 1e-3)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
@@ -553,23 +588,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--checkpoint {args.checkpoint}: file not found")
         from tcc_model.checkpoint import load_model
 
-        model, config = load_model(args.checkpoint, device="cpu")
+        model, ckpt = load_model(args.checkpoint, device="cpu")
+        config = ckpt.get("config") or {}
         cfg = model.cfg.to_dict() if hasattr(getattr(model, "cfg", None), "to_dict") else None
         cfg = cfg or config.get("model")
         check = calib = None
         val_videos: list[np.ndarray] | None = None
-        source = "synthetic"
+        source, dataset_phases = "synthetic", None
         if args.dataset:
-            check, calib, val_videos = load_dataset_frames(
+            check, calib, val_videos, dataset_phases = load_dataset_frames(
                 args.dataset, int(cfg["image_size"]), num_check_frames=64,
                 num_calib_frames=args.int8_calib)
             source = f"dataset:{args.dataset}"
-        phase_names = config.get("phase_names") or (config.get("data") or {}).get("phase_names")
+        phase_names = (config.get("phase_names") or (config.get("data") or {}).get("phase_names")
+                       or dataset_phases)
         training = {key: value for key, value in config.items() if key != "model"}
+        training["step"] = ckpt.get("step")
+        training["checkpoint"] = str(args.checkpoint)
         manifest = export_bundle(
             model, args.out, model_config=cfg, phase_names=phase_names, training_config=training,
             check_frames=check, check_source=source, calibration_frames=calib,
-            val_videos=val_videos, opset=args.opset, quantize_int8=args.quantize_int8,
+            val_videos=val_videos, opset=args.opset, exporter=args.exporter,
+            quantize_int8=args.quantize_int8,
             tensorrt=args.tensorrt, fp16=args.fp16, tolerance_rel=args.tolerance,
             overwrite=args.overwrite)
     except ValueError as err:  # BundleError, ExportError, DatasetError are ValueErrors

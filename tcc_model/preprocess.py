@@ -79,7 +79,7 @@ class Normalize(nn.Module):
 
 
 def context_indices(t: int | np.ndarray, k: int, stride: int) -> np.ndarray:
-    """Causal context frame indices for main frame(s) ``t``: ``[t - stride*(k-1), ..., t]``, clamped at 0.
+    """Causal context indices of main frame(s) ``t``: ``[t - stride*(k-1), ..., t]``, clamped at 0.
 
     Returns shape ``[k]`` for a scalar ``t`` or ``[len(t), k]`` for an array (oldest first).
     """

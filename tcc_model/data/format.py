@@ -433,7 +433,11 @@ def list_splits(root: str | os.PathLike) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.json"))]
+    found = [
+        d.name
+        for d in root.iterdir()
+        if d.is_dir() and any(p.name != MANIFEST_NAME for p in d.glob("*.json"))
+    ]
     order = {s: i for i, s in enumerate(SPLITS)}
     return sorted(found, key=lambda s: (order.get(s, len(order)), s))
 

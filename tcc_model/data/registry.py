@@ -153,8 +153,10 @@ def _resolve_folder(spec: str) -> Path:
         raise DatasetError("folder:PATH needs a path, e.g. --dataset folder:/data/my_videos")
     if not path.is_dir():
         raise DatasetError(f"{path}: folder not found (from --dataset {spec})")
-    if not _has_labelled_splits(path) and not _unlabelled_entries(path) and not any(
-        _unlabelled_entries(d) for d in path.iterdir() if d.is_dir()
+    if (
+        not _has_labelled_splits(path)
+        and not _unlabelled_entries(path)
+        and not any(_unlabelled_entries(d) for d in path.iterdir() if d.is_dir())
     ):
         raise DatasetError(
             f"{path}: holds neither a dataset (train/ val/ test/ with <episode>.json) nor videos "
@@ -242,7 +244,7 @@ def unlabelled_episodes(folder: str | os.PathLike, split: str) -> list[Episode]:
 
 
 def load_dataset_split(name: str, split: str, **kwargs) -> list[Episode]:
-    """Episodes of ``split`` of dataset ``name`` (keyword arguments go to :func:`resolve_dataset`)."""
+    """Episodes of ``split`` of dataset ``name`` (``kwargs`` go to :func:`resolve_dataset`)."""
     root = resolve_dataset(name, **kwargs)
     if _has_labelled_splits(root):
         return load_split(root, split)

@@ -95,7 +95,7 @@ class ClipSampler:
             raise ValueError("stride and positive_window must be >= 1")
 
     def sample(self, seq_len: int, rng: np.random.Generator) -> np.ndarray:
-        """Main frame indices, int64 in ``0..seq_len-1``: ``[T]``, or ``[2T]`` with TCN positives."""
+        """Main frame indices (int64, in ``0..seq_len-1``): ``[T]``, ``[2T]`` with TCN positives."""
         t = self.num_frames
         if self.sampling == "offset_uniform":
             if t <= seq_len - 1:
@@ -113,15 +113,20 @@ class ClipSampler:
 
 
 def augment_clip(frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Video-consistent flip/brightness/contrast of ``[N, H, W, 3]`` frames → float32 0..255."""
-    x = frames.to(torch.float32)
+    """Video-consistent flip/brightness/contrast of ``[N, H, W, 3]`` frames → float32 0..255.
+
+    Brightness adds ``delta``; contrast scales around each frame's per-channel mean (as
+    ``adjust_contrast``): ``(x + delta - m) * f + m`` with ``m = mean(x) + delta``.
+    """
     if rng.random() < 0.5:
-        x = x.flip(2)
+        frames = frames.flip(2)
     delta = float(rng.uniform(-BRIGHTNESS_MAX_DELTA, BRIGHTNESS_MAX_DELTA))
     factor = float(rng.uniform(*CONTRAST_RANGE))
-    x = x + delta
-    mean = x.mean(dim=(1, 2), keepdim=True)  # per image and channel, as adjust_contrast
-    x = (x - mean) * factor + mean
+    x = frames.to(torch.float32)
+    n = x.shape[0]
+    mean = x.view(n, -1, 3).mean(dim=1).view(n, 1, 1, 3) + delta
+    # (x + delta - mean) * factor + mean, fused into one multiply-add
+    x.mul_(factor).add_(mean * (1.0 - factor) + delta * factor)
     return x.clamp_(0.0, 255.0)
 
 
