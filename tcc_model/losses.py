@@ -47,10 +47,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def _check_embeddings(embs: Tensor, name: str = "embs", ndim: int = 3) -> None:
+def _check_embeddings(embs: Tensor, name: str = "embs", ndim: int | None = 3) -> None:
+    """Require a finite, non-empty floating-point tensor (with ``ndim`` dimensions if given)."""
     if not isinstance(embs, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(embs).__name__}")
-    if embs.dim() != ndim:
+    if ndim is not None and embs.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(embs.shape)}")
     if not embs.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {embs.dtype}")
@@ -92,6 +93,27 @@ def _check_integer_tensor(
 # --------------------------------------------------------------------------------------------
 
 
+def _similarity_from_products(
+    dots: Tensor,
+    query_sq_norms: Tensor,
+    key_sq_norms: Tensor,
+    similarity_type: str,
+    channels: int,
+    temperature: float,
+) -> Tensor:
+    """Scaled similarity from dot products ``[..., N, M]`` and squared norms of both sides."""
+    if similarity_type == "l2":
+        squared_distance = query_sq_norms.unsqueeze(-1) + key_sq_norms.unsqueeze(-2) - 2.0 * dots
+        similarity = -squared_distance.clamp_min(0.0)
+    elif similarity_type == "cosine":
+        similarity = dots
+    else:
+        raise ValueError(
+            f"similarity_type must be one of {SIMILARITY_TYPES}, got {similarity_type!r}"
+        )
+    return similarity / channels / temperature
+
+
 def scaled_similarity(
     queries: Tensor, keys: Tensor, similarity_type: str, temperature: float
 ) -> Tensor:
@@ -100,19 +122,14 @@ def scaled_similarity(
     ``'l2'``: ``-max(|q|^2 + |k|^2 - 2 q.k, 0)``; ``'cosine'``: ``q.k`` (no normalisation).
     Both are divided by ``D`` and then by ``temperature``, as in the reference.
     """
-    channels = queries.shape[-1]
-    dots = queries @ keys.transpose(-1, -2)
-    if similarity_type == "l2":
-        sq_q = queries.pow(2).sum(-1).unsqueeze(-1)
-        sq_k = keys.pow(2).sum(-1).unsqueeze(-2)
-        similarity = -(sq_q + sq_k - 2.0 * dots).clamp_min(0.0)
-    elif similarity_type == "cosine":
-        similarity = dots
-    else:
-        raise ValueError(
-            f"similarity_type must be one of {SIMILARITY_TYPES}, got {similarity_type!r}"
-        )
-    return similarity / channels / temperature
+    return _similarity_from_products(
+        queries @ keys.transpose(-1, -2),
+        queries.pow(2).sum(-1),
+        keys.pow(2).sum(-1),
+        similarity_type,
+        queries.shape[-1],
+        temperature,
+    )
 
 
 def deterministic_alignment_logits(
@@ -126,14 +143,25 @@ def deterministic_alignment_logits(
     Returns ``(logits [P, T, T], start_video [P])`` with ``P = B(B-1)``, pairs in row-major order
     (``i`` outer, ``j`` inner); row ``t`` of ``logits[p]`` should classify frame ``t``.
     """
-    batch = embs.shape[0]
-    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=embs.device)
+    num_videos, num_steps, channels = embs.shape
+    off_diagonal = ~torch.eye(num_videos, dtype=torch.bool, device=embs.device)
     start_video, other_video = off_diagonal.nonzero(as_tuple=True)
-    sequences = embs[start_video]  # U: [P, T, D]
-    others = embs[other_video]  # V: [P, T, D]
-    alpha = torch.softmax(scaled_similarity(sequences, others, similarity_type, temperature), -1)
-    soft_neighbours = alpha @ others  # [P, T, D]
-    logits = scaled_similarity(soft_neighbours, sequences, similarity_type, temperature)
+    # Everything below is expressed through the Gram matrix of all frames, so no [P, T, D]
+    # tensor is materialised: with U = embs[i], V = embs[j] and alpha = softmax(sim(U, V)),
+    #   v~_t . u_k = (alpha @ V U^T)[t, k]   and   |v~_t|^2 = ((alpha @ V V^T) * alpha)[t].sum().
+    flat = embs.reshape(num_videos * num_steps, channels)
+    gram = (flat @ flat.T).reshape(num_videos, num_steps, num_videos, num_steps).transpose(1, 2)
+    sq_norms = embs.pow(2).sum(-1)  # [B, T]
+    u_sq, v_sq = sq_norms[start_video], sq_norms[other_video]  # [P, T]
+    sim_uv = _similarity_from_products(
+        gram[start_video, other_video], u_sq, v_sq, similarity_type, channels, temperature
+    )
+    alpha = torch.softmax(sim_uv, -1)  # [P, T, T]
+    neighbour_dot_u = alpha @ gram[other_video, start_video]
+    neighbour_sq = ((alpha @ gram[other_video, other_video]) * alpha).sum(-1)
+    logits = _similarity_from_products(
+        neighbour_dot_u, neighbour_sq, u_sq, similarity_type, channels, temperature
+    )
     return logits, start_video
 
 
@@ -283,6 +311,12 @@ def compute_alignment_loss(
             ``'regression_mse'``, ``'regression_mse_var'`` (MSE / variance + ``variance_lambda
             * log variance``) or ``'regression_huber'`` (Huber with ``huber_delta``).
         similarity_type: ``'l2'`` or ``'cosine'``; both scaled by ``1/D`` and ``1/temperature``.
+        num_cycles, cycle_length: stochastic matching only (``cycle_length`` hops per cycle).
+        label_smoothing: classification only; Keras convention ``onehot * (1 - eps) + eps / T``.
+        variance_lambda: ``regression_mse_var`` weight of ``log(variance)`` (half the paper's
+            lambda, which multiplies ``log(sigma)``).
+        normalize_indices: divide ``steps`` by ``seq_lens`` for the regression losses.
+        generator: random source of stochastic matching (default: torch's global CPU RNG).
 
     Returns:
         The mean loss over all ``B(B-1)T`` deterministic rows (or ``num_cycles`` cycles).
@@ -463,7 +497,7 @@ def supervised_phase_loss(logits: Tensor, phase_ids: Tensor) -> Tensor:
     Frames labelled ``-1`` are ignored; with no labelled frame the loss is 0 (still connected to
     the graph).
     """
-    _check_embeddings(logits, "logits", ndim=logits.dim() if isinstance(logits, Tensor) else 2)
+    _check_embeddings(logits, "logits", ndim=None)
     if logits.dim() < 2:
         raise ValueError(f"logits must be [..., C], got shape {tuple(logits.shape)}")
     phase_ids = _check_integer_tensor(

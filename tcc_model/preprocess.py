@@ -8,11 +8,10 @@ backend and the ROS nodes feed exactly what training saw.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
 
 @dataclass(frozen=True)
@@ -63,19 +62,38 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return frames[0] if single else frames
 
 
-class Normalize(nn.Module):
-    """``[N, H, W, 3]`` RGB in 0..255 (uint8 or float) → normalised float ``[N, 3, H, W]``."""
+def _define_normalize() -> type:
+    """Build the torch ``Normalize`` module class (torch is imported only when it is needed)."""
+    import torch
+    from torch import nn
 
-    def __init__(self, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> None:
-        super().__init__()
-        scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
-        shift = torch.tensor([m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
-        self.register_buffer("scale", scale, persistent=False)
-        self.register_buffer("shift", shift, persistent=False)
+    class Normalize(nn.Module):
+        """``[N, H, W, 3]`` RGB in 0..255 (uint8 or float) → normalised float ``[N, 3, H, W]``."""
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.to(self.scale.dtype).permute(0, 3, 1, 2)
-        return x * self.scale - self.shift
+        def __init__(self, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> None:
+            super().__init__()
+            scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
+            shift = torch.tensor([m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
+            self.register_buffer("scale", scale, persistent=False)
+            self.register_buffer("shift", shift, persistent=False)
+
+        def forward(self, frames: torch.Tensor) -> torch.Tensor:
+            x = frames.to(self.scale.dtype).permute(0, 3, 1, 2)
+            return x * self.scale - self.shift
+
+    Normalize.__module__ = __name__
+    Normalize.__qualname__ = "Normalize"
+    return Normalize
+
+
+def __getattr__(name: str) -> Any:
+    # ``Normalize`` is a torch module; resolving it lazily keeps torch out of processes that only
+    # resize frames (the ONNX Runtime engine and the ROS nodes).
+    if name == "Normalize":
+        cls = _define_normalize()
+        globals()["Normalize"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def context_indices(t: int | np.ndarray, k: int, stride: int) -> np.ndarray:

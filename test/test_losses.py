@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 import pytest
+import reference_tcc_numpy as ref
 import torch
 import torch.nn.functional as F
 
-import reference_tcc_numpy as ref
 from tcc_model.losses import (
     LOSS_TYPES,
     SIMILARITY_TYPES,
@@ -19,6 +19,7 @@ from tcc_model.losses import (
     sal_loss,
     sample_cycles,
     sample_sal_indices,
+    scaled_similarity,
     supervised_phase_loss,
     tcn_npairs_loss,
 )
@@ -79,6 +80,14 @@ def test_deterministic_loss_matches_reference_value_and_gradient(
     np.testing.assert_allclose(value32, expected, rtol=1e-5, atol=1e-7)
     scale = np.abs(expected_grad).max()
     np.testing.assert_allclose(grad32, expected_grad, rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_squared_l2_distance_is_clamped_at_zero():
+    # |a|^2 + |b|^2 - 2a.b cancels catastrophically for large, nearly equal vectors.
+    gen = torch.Generator().manual_seed(0)
+    embs = 1000.0 + 1e-3 * torch.randn(64, 8, generator=gen)
+    similarity = scaled_similarity(embs, embs, "l2", temperature=0.1)
+    assert (similarity <= 0).all()
 
 
 def test_library_defaults_are_the_reference_defaults():
@@ -189,11 +198,15 @@ def test_stochastic_loss_matches_reference_for_the_sampled_cycles(loss_type, sim
     embs, steps, seq_lens = _random_batch(11, num_videos=4, num_steps=5, dim=3)
     options = dict(loss_type=loss_type, similarity_type=similarity_type, **HYPER)
     cycles, frames = sample_cycles(30, 4, 3, 5, generator=torch.Generator().manual_seed(3))
-    expected = ref.stochastic_alignment_loss(
-        embs, cycles.numpy(), frames.numpy(), steps, seq_lens, **options
-    )
+
+    def reference(x: np.ndarray) -> float:
+        return ref.stochastic_alignment_loss(
+            x, cycles.numpy(), frames.numpy(), steps, seq_lens, **options
+        )
+
+    x = torch.tensor(embs, requires_grad=True)
     got = compute_alignment_loss(
-        torch.tensor(embs),
+        x,
         4,
         steps=torch.tensor(steps),
         seq_lens=torch.tensor(seq_lens),
@@ -203,7 +216,11 @@ def test_stochastic_loss_matches_reference_for_the_sampled_cycles(loss_type, sim
         generator=torch.Generator().manual_seed(3),
         **options,
     )
-    np.testing.assert_allclose(got.item(), expected, rtol=1e-9)
+    got.backward()
+    np.testing.assert_allclose(got.item(), reference(embs), rtol=1e-9)
+    np.testing.assert_allclose(
+        x.grad.numpy(), ref.numerical_gradient(reference, embs), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_stochastic_expectation_matches_deterministic_loss():
