@@ -6,8 +6,8 @@ reference implementation's protocol exactly:
 
 * :func:`kendalls_tau`: all ordered pairs ``i != j``, strided nearest neighbours, scipy tau-b, NaN
   pairs dropped, mean.
-* :func:`phase_classification`: ``SVC(decision_function_shape='ovo')`` with sklearn defaults, trained
-  on the *first* ``max(1, int(f * N))`` training videos, frame accuracy on all validation frames.
+* :func:`phase_classification`: ``SVC(decision_function_shape='ovo')`` with sklearn defaults,
+  trained on the *first* ``max(1, int(f * N))`` training videos; frame accuracy on all val frames.
 * :func:`few_shot_classification`: the same SVC on ``k`` random training videos, 50 episodes per
   ``k``, one ``RandomState(42)`` permutation stream (identical to ``np.random.seed(42)``).
 * :func:`phase_progression`: per key event an OLS regression of ``(t - t_k) / L`` (``t_k`` = last
@@ -89,11 +89,11 @@ def _check_labels_list(
 def kendalls_tau_matrix(
     embs_list: Sequence[np.ndarray], stride: int = 2, distance: str = "sqeuclidean"
 ) -> np.ndarray:
-    """Kendall's tau-b of every ordered video pair, ``[N, N]``; NaN on the diagonal and where undefined.
+    """Kendall's tau-b of every ordered video pair ``[N, N]``; NaN on the diagonal / if undefined.
 
     Entry ``(i, j)``: query = ``embs_list[i][::stride]``, candidates = ``embs_list[j][::stride]``,
     ``nns = argmin(cdist(query, candidates, distance), axis=1)``, and
-    ``scipy.stats.kendalltau(arange(len(nns)), nns)`` (NaN when ``nns`` is constant or has < 2 frames).
+    ``scipy.stats.kendalltau(arange(len(nns)), nns)`` (NaN when ``nns`` is constant or < 2 long).
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")

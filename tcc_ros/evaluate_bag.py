@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tcc_model.monitor_metrics import EpisodeScore, score_episode, summarize
+from tcc_model.utils import write_text_atomic
 from tcc_ros.bag_io import BagError, iter_episode_slices, read_bag
 
 
@@ -304,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.stride < 1:
+        parser.error(f"--stride must be >= 1, got {args.stride}")
+    if not args.gap > 0:
+        parser.error(f"--gap must be > 0 seconds, got {args.gap}")
     try:
         report = evaluate(args)
     except (BagError, ValueError, FileNotFoundError) as exc:
@@ -312,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bag_eval.json").write_text(json.dumps(report, indent=2, default=float))
-    (out / "bag_eval.md").write_text(markdown(report))
+    write_text_atomic(out / "bag_eval.json", json.dumps(report, indent=2, default=float))
+    write_text_atomic(out / "bag_eval.md", markdown(report))
     print(markdown(report))
     return 0
 

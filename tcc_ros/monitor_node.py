@@ -40,6 +40,7 @@ from tcc_ros.image_conversion import (
     image_to_rgb,
     rgb_to_image_fields,
 )
+from tcc_ros.msg import Alignment, Anomaly, TaskPhase, TaskProgress
 
 IMAGE_TYPE_NAMES = {False: "sensor_msgs/msg/Image", True: "sensor_msgs/msg/CompressedImage"}
 
@@ -65,7 +66,9 @@ class LoadedMonitor:
 MonitorFactory = Callable[[str, str, int, dict[str, Any]], LoadedMonitor]
 
 
-def load_monitor(bundle: str, backend: str, threads: int, overrides: dict[str, Any]) -> LoadedMonitor:
+def load_monitor(
+    bundle: str, backend: str, threads: int, overrides: dict[str, Any]
+) -> LoadedMonitor:
     """Load the engine and references of ``bundle`` and build a streaming monitor.
 
     ``overrides`` are :class:`tcc_model.stream.MonitorConfig` fields (thresholds etc.).
@@ -76,6 +79,7 @@ def load_monitor(bundle: str, backend: str, threads: int, overrides: dict[str, A
 
     if not bundle:
         raise ValueError("parameter 'bundle' is empty; set it to an exported bundle directory")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     try:
         config = MonitorConfig(**overrides)
     except TypeError as exc:
@@ -83,7 +87,8 @@ def load_monitor(bundle: str, backend: str, threads: int, overrides: dict[str, A
     engine = load_bundle(bundle, backend=backend, threads=threads)
     references = ReferenceSet.load(bundle)
     monitor = ProgressMonitor(references, config=config, engine=engine)
-    threshold = getattr(monitor, "anomaly_threshold", getattr(config, "anomaly_threshold", math.nan))
+    threshold = getattr(config, "anomaly_threshold", math.nan)
+    threshold = getattr(monitor, "anomaly_threshold", threshold)
     return LoadedMonitor(
         monitor=monitor,
         backend=str(getattr(engine, "backend", backend)),
@@ -138,10 +143,16 @@ class ProgressMonitorNode(Node):
         }
         if reliability not in ("best_effort", "reliable"):
             raise ValueError(
-                f"parameter qos.reliability must be 'best_effort' or 'reliable', got {reliability!r}"
+                "parameter qos.reliability must be 'best_effort' or 'reliable', "
+                f"got {reliability!r}"
             )
         if depth < 1:
             raise ValueError(f"parameter qos.depth must be >= 1, got {depth}")
+        if not self.diagnostics_period > 0 or not self.no_frame_timeout_s > 0:
+            raise ValueError(
+                "parameters diagnostics_period and no_frame_timeout_s must be > 0 seconds, got "
+                f"{self.diagnostics_period} and {self.no_frame_timeout_s}"
+            )
 
         self.loaded = monitor_factory(self.bundle, self.backend_request, self.threads,
                                       self._overrides)
@@ -157,9 +168,6 @@ class ProgressMonitorNode(Node):
 
         out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                              history=HistoryPolicy.KEEP_LAST)
-        from tcc_ros.msg import Alignment, Anomaly, TaskPhase, TaskProgress
-
-        self._msg_types = (TaskProgress, TaskPhase, Alignment, Anomaly)
         self.pub_progress = self.create_publisher(TaskProgress, f"{out_ns}/progress", out_qos)
         self.pub_phase = self.create_publisher(TaskPhase, f"{out_ns}/phase", out_qos)
         self.pub_alignment = self.create_publisher(Alignment, f"{out_ns}/alignment", out_qos)
@@ -229,6 +237,12 @@ class ProgressMonitorNode(Node):
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
             self._worker.join(timeout=5.0)
 
+    def destroy_node(self) -> None:
+        """Stop the worker thread, then release the node's ROS resources."""
+        if hasattr(self, "_worker"):  # not when __init__ failed before starting it
+            self.stop()
+        super().destroy_node()
+
     def _work(self) -> None:
         while True:
             with self._lock:
@@ -240,13 +254,20 @@ class ProgressMonitorNode(Node):
                 reload_path, self._reload_request = self._reload_request, None
                 reset, self._reset_requested = self._reset_requested, False
                 item, self._mailbox = self._mailbox, None
-            if reload_path is not None:
-                self._reload(reload_path)
-            if reset:
-                self.loaded.monitor.reset()
-                self.get_logger().info("episode reset")
-            if item is not None:
-                self._process(*item)
+            try:
+                if reload_path is not None:
+                    self._reload(reload_path)
+                if reset:
+                    self.loaded.monitor.reset()
+                    self.get_logger().info("episode reset")
+                if item is not None:
+                    self._process(*item)
+            except Exception as exc:  # one failed step must not end the worker
+                with self._lock:
+                    self.stats.failed += 1
+                self.get_logger().error(
+                    f"monitor worker step failed: {exc!r}", throttle_duration_sec=5.0
+                )
 
     def _reload(self, bundle: str) -> None:
         try:
@@ -278,7 +299,9 @@ class ProgressMonitorNode(Node):
         except Exception as exc:
             with self._lock:
                 self.stats.failed += 1
-            self.get_logger().error(f"monitor failed on a frame: {exc!r}", throttle_duration_sec=5.0)
+            self.get_logger().error(
+                f"monitor failed on a frame: {exc!r}", throttle_duration_sec=5.0
+            )
             return
         header = Header(stamp=stamp, frame_id=msg.header.frame_id)
         self._publish_result(header, result)
@@ -292,7 +315,6 @@ class ProgressMonitorNode(Node):
             self.stats.latencies_s.append(time.time() - _stamp_seconds(stamp))
 
     def _publish_result(self, header: Header, r: Any) -> None:
-        TaskProgress, TaskPhase, Alignment, Anomaly = self._msg_types
         frame_index = int(r.frame_index)
         valid = bool(getattr(r, "valid", True))
         if valid:
@@ -377,10 +399,13 @@ class ProgressMonitorNode(Node):
 
     def _check_image_topic_type(self) -> None:
         expected = IMAGE_TYPE_NAMES[self.compressed]
-        types = dict(self.get_topic_names_and_types()).get(self.image_topic, [])
-        if types and expected not in types:
+        types = sorted({info.topic_type
+                        for info in self.get_publishers_info_by_topic(self.image_topic)})
+        wrong = [t for t in types if t != expected]
+        if wrong:
             error = (
-                f"image_topic {self.image_topic} carries {', '.join(types)}, expected {expected}; "
+                f"image_topic {self.image_topic} has publishers of {', '.join(wrong)}, expected "
+                f"{expected}; "
                 f"set compressed:={str(not self.compressed).lower()} or point image_topic at "
                 "the right topic"
             )
@@ -435,8 +460,9 @@ def spin_until_signal(node: Node, extra: Callable[[], bool] | None = None) -> No
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``progress_monitor --ros-args --params-file config/progress_monitor.yaml``."""
-    argv = sys.argv if argv is None else argv
-    rclpy.init(args=argv, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rclpy.init(args=["progress_monitor", *argv],
+               signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     node = None
     try:
         node = ProgressMonitorNode()

@@ -89,11 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    if not args.fps > 0:
+        parser.error(f"--fps must be > 0, got {args.fps}")
+    if not 0.0 <= args.anomaly_rate <= 1.0:
+        parser.error(f"--anomaly-rate must be in [0, 1], got {args.anomaly_rate}")
     try:
         n = record(args)
-    except (BagError, ValueError, OSError) as exc:
+    except (BagError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the bag --out {args.out}: {exc}; choose a writable path",
+              file=sys.stderr)
         return 2
     print(f"wrote {n} frames to {args.out}")
     return 0

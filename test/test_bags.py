@@ -72,7 +72,8 @@ def test_round_trip_is_pixel_exact_with_ground_truth(tmp_path: Path, storage: st
     np.testing.assert_array_equal(frames, expected)
     assert [name for _, name in contents.markers] == ["ep0", "ep1"]
     truth = [contents.ground_truth[im.stamp_ns] for im in contents.images]
-    assert [t.phase_id for t in truth] == episodes["ep0"][1].phase_ids + episodes["ep1"][1].phase_ids
+    expected_phases = episodes["ep0"][1].phase_ids + episodes["ep1"][1].phase_ids
+    assert [t.phase_id for t in truth] == expected_phases
     assert [t.anomaly_kind for t in truth[-12:]] == ["drop"] * 12
     assert truth[0].progress == 0.0 and truth[8].progress == pytest.approx(1.0)
 
@@ -103,7 +104,9 @@ def test_tau_from_bag_equals_tau_in_memory(tmp_path: Path) -> None:
     _write(bag_a, dict(list(episodes.items())[:2]), "mcap")
     _write(bag_b, dict(list(episodes.items())[2:]), "sqlite3")
     engine = PixelEngine()
-    loaded, counters = load_episodes([bag_a, bag_b], engine, "/camera/image_raw", "marker-topic", 1.0)
+    loaded, counters = load_episodes(
+        [bag_a, bag_b], engine, "/camera/image_raw", "marker-topic", 1.0
+    )
     assert counters["frames"] == sum(len(f) for f, _ in episodes.values())
     tau_bag = kendalls_tau([e.embeddings for e in loaded], stride=1)
     tau_mem = kendalls_tau([engine.embed_frames(f) for f, _ in episodes.values()], stride=1)
@@ -149,3 +152,24 @@ def test_writer_refuses_to_overwrite(tmp_path: Path) -> None:
     bag.mkdir()
     with pytest.raises(BagError, match="exists"):
         BagWriter(bag)
+
+
+def test_camera_source_replays_bag_episodes_with_their_ground_truth(tmp_path: Path) -> None:
+    from tcc_ros.camera_source import bag_episode
+
+    rng = np.random.default_rng(6)
+    episodes = {"ep0": _episode(rng, 6), "ep1": _episode(rng, 9, anomaly="stall")}
+    bag = tmp_path / "bag"
+    _write(bag, episodes, "sqlite3")
+    replayed = list(bag_episode(str(bag), "/camera/image_raw", None))
+    assert [e.name for e in replayed] == ["ep0", "ep1"]
+    for source, (frames, labels) in zip(replayed, episodes.values()):
+        np.testing.assert_array_equal(source.frames, frames)
+        expected = ground_truth_fields(labels, source.name)
+        assert [t["phase_id"] for t in source.truth] == [t["phase_id"] for t in expected]
+        assert [t["anomaly"] for t in source.truth] == [t["anomaly"] for t in expected]
+        np.testing.assert_allclose([t["progress"] for t in source.truth],
+                                   [t["progress"] for t in expected], atol=1e-6)
+    assert replayed[1].anomaly_kind == "stall" and replayed[0].anomaly_kind == ""
+    with pytest.raises(BagError, match="/camera/other"):
+        list(bag_episode(str(bag), "/camera/other", None))

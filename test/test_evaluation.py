@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -115,7 +116,10 @@ def test_separable_phases_give_accuracy_one():
     train = [_phase_video(rng) for _ in range(10)]
     val = [_phase_video(rng, (4, 9, 3)) for _ in range(3)]
     res = ev.phase_classification(
-        [e for e, _ in train], [lab for _, lab in train], [e for e, _ in val], [lab for _, lab in val]
+        [e for e, _ in train],
+        [lab for _, lab in train],
+        [e for e, _ in val],
+        [lab for _, lab in val],
     )
     assert set(res) == {0.1, 0.5, 1.0}
     for f, r in res.items():
@@ -182,8 +186,12 @@ def test_few_shot_skips_impossible_counts():
     rng = np.random.default_rng(6)
     train = [_phase_video(rng) for _ in range(2)]
     res = ev.few_shot_classification(
-        [e for e, _ in train], [lab for _, lab in train], [train[0][0]], [train[0][1]],
-        num_labeled=(1, 3), episodes=3,
+        [e for e, _ in train],
+        [lab for _, lab in train],
+        [train[0][0]],
+        [train[0][1]],
+        num_labeled=(1, 3),
+        episodes=3,
     )
     assert res[1].mean == pytest.approx(1.0)
     assert res[3].mean is None and "only 2 training videos" in res[3].skipped
@@ -207,8 +215,9 @@ def _progress_video(lengths):
     labels = np.concatenate([np.full(n, p) for p, n in enumerate(lengths)])
     length = len(labels)
     t = np.arange(length) / length
-    last = [(np.flatnonzero(labels == k)[-1] if np.any(labels == k) else 0) / length
-            for k in range(2)]
+    last = [
+        (np.flatnonzero(labels == k)[-1] if np.any(labels == k) else 0) / length for k in range(2)
+    ]
     embs = np.stack([t, np.full(length, last[0]), np.full(length, last[1])], axis=1)
     return embs, labels
 
@@ -217,8 +226,11 @@ def test_linear_progress_gives_r2_one_and_missing_phase_is_skipped():
     train = [_progress_video(n) for n in ((4, 6, 5), (8, 3, 9), (5, 5, 5), (2, 10, 4))]
     val = [_progress_video((6, 6, 3)), _progress_video((7, 0, 6))]  # video 1 lacks phase 1
     res = ev.phase_progression(
-        [e for e, _ in train], [lab for _, lab in train], [e for e, _ in val],
-        [lab for _, lab in val], num_phases=3,
+        [e for e, _ in train],
+        [lab for _, lab in train],
+        [e for e, _ in val],
+        [lab for _, lab in val],
+        num_phases=3,
     )[1.0]
     assert res.value == pytest.approx(1.0)
     assert len(res.per_event_r2) == 2
@@ -234,3 +246,171 @@ def test_progression_r2_drops_for_uninformative_embeddings():
         noise_train, [lab for _, lab in train], [rng.normal(size=val[0][0].shape)], [val[0][1]]
     )[1.0]
     assert res.value < 0.5
+
+
+# ------------------------------------------------------------------------------ run_protocols
+
+
+def _embedded(name, embs, labels=None, anomaly=None):
+    from tcc_model.evaluate import EmbeddedVideo
+
+    return EmbeddedVideo(
+        name, embs, labels, ["a", "b", "c"] if labels is not None else [], anomaly=anomaly
+    )
+
+
+def test_run_protocols_without_phase_labels_reports_tau_only():
+    from tcc_model.evaluate import ProtocolConfig, run_protocols
+
+    videos = [_embedded(f"v{i}", _curve(12 + i)) for i in range(3)]
+    out = run_protocols(videos, videos, ProtocolConfig(stride=1), progress=False)
+    assert out["kendalls_tau"]["val"]["value"] == pytest.approx(
+        ev.kendalls_tau([v.embs for v in videos], stride=1)
+    )
+    assert out["phase_classification"] is None and out["few_shot"] is None
+    assert "phase_ids is None" in out["supervised_skipped"]
+
+
+def test_run_protocols_uses_normal_episodes_only():
+    from tcc_model.evaluate import ProtocolConfig, headline, run_protocols
+
+    rng = np.random.default_rng(8)
+    train = [_embedded(f"t{i}", *_phase_video(rng)) for i in range(4)]
+    val = [_embedded(f"v{i}", *_phase_video(rng)) for i in range(2)]
+    embs, labels = _phase_video(rng)
+    val.append(_embedded("bad", embs, np.zeros_like(labels), anomaly="drop"))  # mislabelled
+    out = run_protocols(train, val, ProtocolConfig(few_shot_episodes=2), progress=False)
+    assert out["num_videos"] == {"train": 4, "val": 2}
+    assert out["excluded_anomalous"] == {"train": 0, "val": 1}
+    h = headline(out)
+    assert h["classification_100"] == pytest.approx(1.0) and h["few_shot_1"] == pytest.approx(1.0)
+    assert any("normal episodes only" in n for n in out["notes"])
+
+
+# ------------------------------------------------------------------------------ CLI smoke test
+
+
+def _tiny_dataset(root, size: int = 32):
+    """4 train + 3 normal val + 1 anomalous val videos of a square moving right; random model."""
+    fmt = pytest.importorskip("tcc_model.data.format", reason="needs the dataset format module")
+    models = pytest.importorskip("tcc_model.models", reason="needs the model module")
+    ckpt = pytest.importorskip("tcc_model.checkpoint", reason="needs the checkpoint module")
+    pytest.importorskip("tcc_model.embed", reason="needs the embedding module")
+    rng = np.random.default_rng(0)
+    names = ["left", "middle", "right"]
+    for split, count in (("train", 4), ("val", 4)):
+        for e in range(count):
+            length = int(rng.integers(20, 30))
+            frames = np.zeros((length, size, size, 3), np.uint8)
+            for t, x in enumerate(np.linspace(2, size - 10, length).astype(int)):
+                frames[t, 8:16, x : x + 8] = 255
+            phases = np.minimum(np.arange(length) * 3 // length, 2)
+            anomalous = split == "val" and e == count - 1
+            mask = (np.arange(length) >= length // 2).astype(int) if anomalous else None
+            labels = fmt.EpisodeLabels(
+                video="",
+                fps=10.0,
+                num_frames=length,
+                phase_names=names,
+                phase_ids=phases.tolist(),
+                key_events=fmt.key_events_from_phase_ids(phases, names),
+                anomaly="drop" if anomalous else None,
+                anomaly_mask=None if mask is None else mask.tolist(),
+            )
+            fmt.write_episode(root / split, f"ep{e:03d}", frames, labels)
+    fmt.write_manifest(root, {"name": "tiny", "phase_names": names})
+    cfg = models.ModelConfig(image_size=size, light_width=8, embedding_size=16, context_stride=2)
+    ckpt.save_checkpoint(
+        root / "ckpt.pt", model=models.build_model(cfg), step=0, config={"model": cfg.to_dict()}
+    )
+    return root / "ckpt.pt"
+
+
+@pytest.mark.slow
+def test_evaluate_cli_writes_metrics_and_reports(tmp_path, capsys):
+    from tcc_model import evaluate
+
+    checkpoint = _tiny_dataset(tmp_path / "data")
+    out = tmp_path / "eval"
+    rc = evaluate.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--dataset",
+            f"folder:{tmp_path / 'data'}",
+            "--out",
+            str(out),
+            "--few-shot-episodes",
+            "3",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    result = json.loads((out / "metrics.json").read_text())
+    metrics, config = result["metrics"], result["config"]
+    assert metrics["num_videos"] == {"train": 4, "val": 3}  # the anomalous episode is excluded
+    assert metrics["kendalls_tau"]["val"]["num_pairs"] == 6
+    assert set(metrics["phase_classification"]) == {"0.1", "0.5", "1.0"}
+    assert metrics["phase_classification"]["0.1"]["num_train_videos"] == 1
+    assert metrics["few_shot"]["5"]["skipped"].startswith("only 4 training videos")
+    assert -1.0 <= result["headline"]["kendalls_tau"] <= 1.0
+    assert config["stride"] == 2 and config["versions"]["sklearn"]
+    for name in (
+        "summary.md",
+        "embeddings.npz",
+        "similarity.png",
+        "embeddings_pca.png",
+        "progress_curves.png",
+        "synchronized.mp4",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert "normal episodes only" in (out / "summary.md").read_text().lower()
+    with np.load(out / "embeddings.npz") as npz:
+        assert npz["val/ep000"].shape[1] == 16
+
+    assert evaluate.main(["--checkpoint", str(tmp_path / "missing.pt"), "--dataset", "x"]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ baselines script
+
+
+def _baselines_module():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines.py"
+    spec = importlib.util.spec_from_file_location("baselines", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("baselines", module)  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_baselines_table_aggregates_seeds():
+    import argparse
+
+    bl = _baselines_module()
+    runs = [
+        {"headline": {"classification_100": 0.8, "kendalls_tau": 0.5, "few_shot_1": None}},
+        {"headline": {"classification_100": 0.9, "kendalls_tau": 0.7, "few_shot_1": None}},
+    ]
+    args = argparse.Namespace(dataset="sim_pouring", steps=10, seeds=[0, 1])
+    table = bl.markdown_table({"light": {"tcc": runs}}, args)
+    row = next(line for line in table.splitlines() if line.startswith("| tcc |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "85.00 ± 5.00"  # cls 100%, percent
+    assert cells[4] == "n/a"  # few-shot missing in every seed
+    assert cells[6] == "0.6000 ± 0.1000" and cells[7] == "2"
+
+
+@pytest.mark.slow
+def test_baselines_subset_keeps_the_first_normal_videos(tmp_path):
+    pytest.importorskip("tcc_model.data.format", reason="needs the dataset format module")
+    _tiny_dataset(tmp_path / "data")
+    bl = _baselines_module()
+    subset = bl._subset_dataset(tmp_path / "data", 0.5, tmp_path / "subset")
+    kept = sorted(p.name for p in (subset / "train").glob("*.json"))
+    assert kept == ["ep000.json", "ep001.json"]  # int(0.5 * 4) normal videos, in order
+    assert (subset / "val" / "ep000.json").is_file()

@@ -319,10 +319,11 @@ def _validate_frames(frames: np.ndarray, what: str) -> np.ndarray:
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 18) -> None:
     """Encode RGB uint8 ``[N, H, W, 3]`` frames as H.264 mp4 (yuv420p), atomically.
 
-    Settings are deterministic (single-threaded x264, fixed preset/crf, no timestamps in the
-    container), so the same frames give the same bytes. Height and width must be even.
+    Settings are deterministic (single-threaded x264, fixed preset/crf, frame timestamps from
+    the frame index), so the same frames give the same bytes. Height and width must be even.
     """
     import av
+    import cv2
 
     path = Path(path)
     frames = _validate_frames(frames, str(path))
@@ -340,9 +341,23 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: in
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.thread_count = 1
-            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            stream.options = {
+                "crf": str(crf),
+                "preset": "veryfast",
+                # Byte-identical output for identical frames: one x264 thread and no SIMD
+                # (x264's asm paths were seen to give run-to-run differences on this CPU, and
+                # differ between CPUs anyway). Encoding stays far cheaper than rendering.
+                "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:asm=0",
+            }
+            time_base = 1 / rate
+            for index, frame in enumerate(frames):
+                # RGB -> I420 here rather than in swscale, whose output buffers carry
+                # uninitialised padding that made x264's output vary between runs
+                yuv = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)
+                video_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                # explicit timestamps: without them x264's output varies from run to run
+                video_frame.pts, video_frame.time_base = index, time_base
+                container.mux(stream.encode(video_frame))
             container.mux(stream.encode())
 
 

@@ -186,7 +186,7 @@ def simulate_episode(
     """Simulate and render the episode of ``seed``; returns the result and the attempt used.
 
     Attempt 0 simulates ``seed`` itself; an episode that fails the label checks (see the module
-    docstring) is simulated again from ``[seed, attempt]``.
+    docstring) is simulated again from ``[seed, attempt]``. Only the accepted attempt is rendered.
     """
     from tcc_model.sim import ANOMALY_TYPES as SIM_ANOMALIES
     from tcc_model.sim import PouringEpisode
@@ -196,14 +196,14 @@ def simulate_episode(
     _check_render_settings(settings)
     problem = None
     for attempt in range(MAX_ATTEMPTS):
-        rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
-        episode = PouringEpisode(
-            rng, anomaly, settings.size, settings.fps, settings.min_frames, settings.max_frames
+        rng_seed = seed if attempt == 0 else [seed, attempt]
+        args = (anomaly, settings.size, settings.fps, settings.min_frames, settings.max_frames)
+        # check the labels on a simulation without rendering, then render the accepted attempt
+        problem = _episode_problem(
+            PouringEpisode(np.random.default_rng(rng_seed), *args).run(render=False)
         )
-        result = episode.run()
-        problem = _episode_problem(result)
         if problem is None:
-            return result, attempt
+            return PouringEpisode(np.random.default_rng(rng_seed), *args).run(), attempt
     raise RuntimeError(
         f"episode seed {seed} ({anomaly or 'normal'}): no valid simulation in {MAX_ATTEMPTS} "
         f"attempts (last: {problem}); try other min_frames/max_frames"
@@ -420,7 +420,7 @@ def generate_dataset(
     out = Path(out_dir)
     staging = _make_staging_dir(out)
     try:
-        for split in SPLITS:
+        for split in {plan.split for plan in plans}:  # no folder for an empty split
             (staging / split).mkdir()
         summaries = _run_jobs(plans, staging, settings, min(int(workers), len(plans)), progress)
         write_manifest(
@@ -498,6 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        print(f"error: generation failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130

@@ -8,13 +8,13 @@ grows a puddle on the table. Labels are derived from what was simulated (flow, b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import mujoco
 import numpy as np
 
 from tcc_model.sim.geometry import matrix_from_quat, quat_from_matrix, quats_z_to, rot_y
+from tcc_model.sim.renderer import OffscreenRenderer, shared_renderer
 from tcc_model.sim.scene import (
     LINK_LENGTH,
     SHOULDER_HEIGHT,
@@ -30,6 +30,7 @@ from tcc_model.sim.script import (
     STREAM_DOWN_SPEED,
     STREAM_SPEED,
     MotionScript,
+    flow_threshold_deg,
     make_script,
 )
 
@@ -72,7 +73,6 @@ class EpisodeResult:
     final_cup_fill: float
     scene: SceneParams
     script: MotionScript
-    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:
@@ -105,7 +105,9 @@ class PouringEpisode:
         self.quality = quality
         self.scene = sample_scene(rng)
         self.script = make_script(self.scene, rng, anomaly, fps, min_frames, max_frames)
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.scene, quality))
+        # camera shake has its own stream: rendering or not leaves the physics unchanged
+        self.camera_rng = np.random.default_rng(rng.integers(2**63))
+        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.scene, quality, size))
         self.data = mujoco.MjData(self.model)
         m = self.model
         self._arm_ids = {
@@ -183,21 +185,24 @@ class PouringEpisode:
         self.model.geom_pos[self._puddle] = [xy[0], xy[1], 0.0008]
 
     # ------------------------------------------------------------------ main loop
-    def run(self, renderer: mujoco.Renderer | None = None) -> EpisodeResult:
-        """Simulate and render every frame; ``renderer`` must be ``size`` x ``size`` if given."""
-        own_renderer = renderer is None
-        if renderer is None:
-            renderer = mujoco.Renderer(self.model, self.size, self.size)
-        try:
-            return self._run(renderer)
-        finally:
-            if own_renderer:
-                renderer.close()
+    def run(self, renderer: OffscreenRenderer | None = None, render: bool = True) -> EpisodeResult:
+        """Simulate every frame and render it (default: the process-wide renderer of ``size``).
 
-    def _run(self, renderer: mujoco.Renderer) -> EpisodeResult:
+        With ``render=False`` only the simulation and labels are computed (frames ``[T, 0, 0, 3]``);
+        they are identical to those of a rendered run of the same episode.
+        """
+        if render:
+            renderer = shared_renderer(self.size) if renderer is None else renderer
+            if renderer.size != self.size:
+                raise ValueError(f"renderer size {renderer.size} differs from size {self.size}")
+            renderer.bind(self.model)
+        return self._run(renderer if render else None)
+
+    def _run(self, renderer: OffscreenRenderer | None) -> EpisodeResult:
         m, d, p, s, rng = self.model, self.data, self.scene, self.script, self.rng
         T, dt = s.num_frames, s.frame_dt
-        frames = np.zeros((T, self.size, self.size, 3), np.uint8)
+        side = self.size if renderer is not None else 0
+        frames = np.zeros((T, side, side, 3), np.uint8)
         flow = np.zeros(T, bool)
         spill = np.zeros(T, bool)
         on_table = np.zeros(T, bool)
@@ -211,6 +216,7 @@ class PouringEpisode:
         dropped = False
         substeps = max(1, round(dt / m.opt.timestep))
         cup_xy = np.asarray(p.cup_xy)
+        rim_inner_radius = (p.cup_radius * p.cup_flare - 0.004) * 0.95
         qpos = slice(self._qpos, self._qpos + 7)
         self.options.flags[mujoco.mjtVisFlag.mjVIS_STATIC] = 1
         for f in range(T):
@@ -241,7 +247,7 @@ class PouringEpisode:
             tilt_deg = float(np.degrees(np.arccos(np.clip(axis[2], -1.0, 1.0))))
 
             # ---- liquid leaves the bottle above a fill-dependent tilt
-            threshold = 95.0 - 45.0 * bottle_fill
+            threshold = flow_threshold_deg(bottle_fill)
             flowing = tilt_deg > threshold and bottle_fill > 0.02 and not dropped
             rate = 0.0
             if flowing:
@@ -260,8 +266,12 @@ class PouringEpisode:
                 + _STREAM_TIMES[:, None] * velocity
                 + 0.5 * _STREAM_TIMES[:, None] ** 2 * _GRAVITY_VEC
             )
-            in_cup = np.linalg.norm(arc[:, :2] - cup_xy, axis=1) < p.cup_radius * 0.92
-            surface = np.where(in_cup, 0.0105 + cup_fill * p.cup_height * 0.9, 0.0)
+            # the stream enters the cup if it crosses the rim plane inside the rim
+            below_rim = np.flatnonzero(arc[:, 2] <= p.cup_height)
+            enters = len(below_rim) > 0 and (
+                np.linalg.norm(arc[below_rim[0], :2] - cup_xy) < rim_inner_radius
+            )
+            surface = 0.0105 + cup_fill * p.cup_height * 0.9 if enters else 0.0
             hits = np.flatnonzero(arc[:, 2] <= surface)
             k_hit = int(hits[0]) if len(hits) else len(_STREAM_TIMES) - 1
             t_land = float(_STREAM_TIMES[k_hit])
@@ -276,7 +286,7 @@ class PouringEpisode:
                     mouth, velocity, t_tail, t_head, 0.004 + (0.003 if flowing else 0.0015)
                 )
                 if flowing:
-                    if in_cup[k_hit] and arc[k_hit, 2] > 0.003:
+                    if enters:
                         cup_fill = min(cup_fill + rate * cup_per_bottle, 0.95)
                     else:
                         spill[f] = True
@@ -295,18 +305,18 @@ class PouringEpisode:
             mujoco.mj_kinematics(m, d)
             mujoco.mj_comPos(m, d)
             mujoco.mj_camlight(m, d)  # light directions: not part of mj_kinematics
-            frames[f] = self._render(renderer)
+            if renderer is not None:
+                frames[f] = self._render(renderer)
         return self._result(frames, flow, spill, on_table, dropped, cup_fill)
 
-    def _render(self, renderer: mujoco.Renderer) -> np.ndarray:
-        p, cam, rng = self.scene, self.camera, self.rng
+    def _render(self, renderer: OffscreenRenderer) -> np.ndarray:
+        """Render the current state from the episode camera, with a little camera shake."""
+        p, cam, rng = self.scene, self.camera, self.camera_rng
         cam.lookat[:] = np.asarray(p.cam_lookat) + rng.normal(0.0, p.cam_shake, 3)
         cam.distance = p.cam_distance
         cam.azimuth = p.cam_azimuth + rng.normal(0.0, p.cam_shake * 20)
         cam.elevation = p.cam_elevation
-        renderer.update_scene(self.data, cam, self.options)
-        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(self.quality.shadows)
-        return renderer.render()
+        return renderer.render(self.data, cam, self.options, self.quality.shadows)
 
     def _result(
         self,

@@ -281,8 +281,13 @@ def _distractor_xml(index: int, d: Distractor) -> str:
     )
 
 
-def build_mjcf(p: SceneParams, quality: RenderQuality = RenderQuality()) -> str:
-    """MJCF text of the scene: table, room, cup, bottle (free joint), robot and liquid stream."""
+def build_mjcf(
+    p: SceneParams, quality: RenderQuality = RenderQuality(), framebuffer_size: int = 640
+) -> str:
+    """MJCF text of the scene: table, room, cup, bottle (free joint), robot and liquid stream.
+
+    ``framebuffer_size`` is the offscreen framebuffer side: the largest image it can render.
+    """
     if p.table_texture == "wood":
         table_texture = (
             f'<texture name="table" type="2d" builtin="flat" width="256" height="256" '
@@ -317,7 +322,7 @@ def build_mjcf(p: SceneParams, quality: RenderQuality = RenderQuality()) -> str:
   <visual>
     <headlight ambient="{ambient}" diffuse="0.25 0.25 0.25" specular="0.05 0.05 0.05"/>
     <quality shadowsize="{quality.shadow_size}" offsamples="{quality.msaa_samples}"/>
-    <global offwidth="640" offheight="640" fovy="{p.cam_fovy:.2f}"/>
+    <global offwidth="{framebuffer_size}" offheight="{framebuffer_size}" fovy="{p.cam_fovy:.2f}"/>
   </visual>
   <asset>
     <texture type="skybox" builtin="gradient" rgb1="{_fmt(p.wall_rgb1)}" rgb2="{_fmt(p.wall_rgb2)}"

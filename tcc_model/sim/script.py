@@ -37,6 +37,9 @@ STREAM_SPEED = 0.2
 #: extra downward speed of the liquid at the mouth (m/s)
 STREAM_DOWN_SPEED = 0.05
 GRAVITY = 9.81
+#: flow starts above FLOW_TILT_EMPTY_DEG - FLOW_TILT_SPAN_DEG * fill degrees of tilt
+FLOW_TILT_EMPTY_DEG = 95.0
+FLOW_TILT_SPAN_DEG = 45.0
 
 _BASE_DURATION_S = {
     "reach": 1.2,
@@ -68,6 +71,11 @@ class Segment:
         """Whether the hand travels (not only tilts or opens/closes the gripper)."""
         return bool(np.linalg.norm(self.keyframes[-1, :3] - self.keyframes[0, :3]) > 1e-6)
 
+    @property
+    def path_length(self) -> float:
+        """Length of the hand path through the keyframes (m)."""
+        return float(np.linalg.norm(np.diff(self.keyframes[:, :3], axis=0), axis=1).sum())
+
     def state_at(self, u: np.ndarray) -> np.ndarray:
         """Hand states ``[len(u), 5]`` at path parameters ``u`` in [0, 1] (piecewise linear)."""
         spans = len(self.keyframes) - 1
@@ -92,7 +100,8 @@ class MotionScript:
     grasp_height: float
     anomaly: str | None
     drop_frame: int | None
-    info: dict[str, Any] = field(default_factory=dict)
+    anomaly_info: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # sampled motion parameters
 
     @property
     def num_frames(self) -> int:
@@ -103,34 +112,55 @@ def _state(pos: np.ndarray, tilt: float, grip: float) -> np.ndarray:
     return np.array([*pos, tilt, grip], dtype=np.float64)
 
 
+def flow_threshold_deg(bottle_fill: float | np.ndarray) -> float | np.ndarray:
+    """Tilt (degrees from upright) above which liquid leaves a bottle filled to ``bottle_fill``."""
+    return FLOW_TILT_EMPTY_DEG - FLOW_TILT_SPAN_DEG * bottle_fill
+
+
+def rim_crossing(mouth: np.ndarray, axis: np.ndarray, rim_height: float) -> np.ndarray:
+    """Where streams leaving ``mouth [N, 3]`` along bottle ``axis [N, 3]`` cross ``z = rim_height``.
+
+    Returns the crossing points ``[N, 3]`` of the ballistic arcs (the mouths themselves when they
+    are already below the rim).
+    """
+    velocity = axis * STREAM_SPEED - [0.0, 0.0, STREAM_DOWN_SPEED]
+    height = np.maximum(mouth[:, 2] - rim_height, 0.0)
+    t = (velocity[:, 2] + np.sqrt(velocity[:, 2] ** 2 + 2 * GRAVITY * height)) / GRAVITY
+    crossing = mouth + t[:, None] * velocity
+    crossing[:, 2] = np.minimum(mouth[:, 2], rim_height)
+    return crossing
+
+
 def _pour_position(
-    p: SceneParams, rng: np.random.Generator, grasp_height: float, tilt_max: float, miss: bool
+    p: SceneParams,
+    rng: np.random.Generator,
+    grasp_height: float,
+    tilt_range: tuple[float, float],
+    miss: bool,
 ) -> np.ndarray:
-    """Hand position at full tilt such that the ballistic stream lands in (or, if ``miss``, next
-    to) the cup."""
+    """Hand position for pouring: streams from every tilt in ``tilt_range`` (radians, from flow
+    onset to the largest tilt) cross the rim around the cup centre (next to the cup if ``miss``)."""
     sign = p.pour_sign
-    mouth_z = p.cup_height + rng.uniform(0.03, 0.08)
-    v_horizontal = STREAM_SPEED * np.sin(tilt_max)
-    v_vertical = STREAM_SPEED * np.cos(tilt_max) - STREAM_DOWN_SPEED
-    fall = mouth_z - p.cup_height * 0.4
-    t_fall = (v_vertical + np.sqrt(v_vertical**2 + 2 * GRAVITY * fall)) / GRAVITY
-    mouth = np.array(
+    tilts = np.linspace(*tilt_range, 16)
+    rotations = np.stack([rot_y(sign * t) for t in tilts])
+    to_mouth = rotations @ np.array([0.0, 0.0, p.bottle_total_height - grasp_height])
+    hand_z = p.cup_height + rng.uniform(0.03, 0.08) - to_mouth[-1, 2]  # mouth height at full tilt
+    crossing = rim_crossing(to_mouth + [0.0, 0.0, hand_z], rotations[:, :, 2], p.cup_height)
+    centre_x = (crossing[:, 0].min() + crossing[:, 0].max()) / 2
+    hand = np.array(
         [
-            p.cup_xy[0] - sign * v_horizontal * t_fall + rng.uniform(-0.3, 0.3) * p.cup_radius,
-            p.cup_xy[1] + rng.uniform(-0.3, 0.3) * p.cup_radius,
-            mouth_z,
+            p.cup_xy[0] - centre_x + rng.uniform(-0.15, 0.15) * p.cup_radius,
+            p.cup_xy[1] + rng.uniform(-0.15, 0.15) * p.cup_radius,
+            hand_z,
         ]
     )
     if miss:
         offset = rng.uniform(0.09, 0.15) * rng.choice([-1, 1])
         if rng.integers(2) == 0:  # along the pour direction; never into the cup's side
-            mouth[0] += offset + (sign * 0.02 if sign * offset < 0 else 0.0)
+            hand[0] += offset + (sign * 0.02 if sign * offset < 0 else 0.0)
         else:  # in front of the cup
-            mouth[1] -= abs(offset)
-    axis_to_mouth = rot_y(sign * tilt_max) @ np.array(
-        [0.0, 0.0, p.bottle_total_height - grasp_height]
-    )
-    return mouth - axis_to_mouth
+            hand[1] -= abs(offset)
+    return hand
 
 
 def _task_segments(
@@ -148,14 +178,17 @@ def _task_segments(
     grasp = np.array([bx, by, grasp_height])
     pregrasp = grasp + np.array([0.0, rng.uniform(0.08, 0.13), rng.uniform(0.0, 0.05)])
     lifted = grasp + np.array([0.0, 0.0, lift])
-    pour = _pour_position(p, rng, grasp_height, tilt_max, miss=anomaly == "miss")
+    pour_extra_tilt = np.deg2rad(rng.uniform(0, 12))
+    onset = np.deg2rad(flow_threshold_deg(1.0))
+    pour = _pour_position(
+        p, rng, grasp_height, (onset, tilt_max + pour_extra_tilt), miss=anomaly == "miss"
+    )
     place = grasp + np.array([rng.uniform(-0.04, 0.04), rng.uniform(-0.03, 0.02), 0.0])
     above_place = place + np.array([0.0, 0.0, lift * 0.7])
     end = home + rng.uniform(-0.04, 0.04, 3)
     opened = p.bottle_radius + rng.uniform(0.025, 0.04)
     closed = p.bottle_radius + 0.004
     pour_jitter = rng.uniform(-0.006, 0.006, 3)
-    pour_extra_tilt = np.deg2rad(rng.uniform(0, 12))
     tilted = sign * tilt_max
     keyframes = {
         "reach": [_state(home, 0, opened), _state(pregrasp, 0, opened), _state(grasp, 0, opened)],
@@ -261,8 +294,9 @@ def make_script(
     for k, seg in enumerate(segments):
         frames = np.flatnonzero(seg_index == k)
         states[frames] = seg.state_at(eased[frames])
-        if seg.moves:
-            states[frames, :3] += np.sin(np.pi * eased[frames])[:, None] * bumps[k]
+        if seg.moves:  # curved path, bulging in proportion to the distance (up to 10 cm)
+            bulge = bumps[k] * min(1.0, seg.path_length / 0.1)
+            states[frames, :3] += np.sin(np.pi * eased[frames])[:, None] * bulge
         fine_phase[frames] = FINE_PHASES.index(seg.phase)
         anomaly_mask[frames] = seg.anomalous
 
@@ -286,5 +320,6 @@ def make_script(
         grasp_height=grasp_height,
         anomaly=anomaly,
         drop_frame=drop_frame,
-        info={**info, **params, "duration_s": total},
+        anomaly_info=info,
+        params={**params, "duration_s": total, "frame_dt_s": frame_dt},
     )

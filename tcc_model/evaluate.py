@@ -1,0 +1,516 @@
+"""Evaluate a checkpoint with the TCC paper's protocols and write metrics and visual reports.
+
+::
+
+    python -m tcc_model.evaluate --checkpoint CKPT --dataset NAME [--data-root DIR] [--out DIR]
+        [--stride 2] [--device cuda|cpu]
+
+Every frame of the train and val splits is embedded (eval mode, causal context frames). On the
+**normal** episodes only (``anomaly`` is None) it runs Kendall's tau, phase classification
+(10/50/100% of training videos), few-shot classification (1..10 labelled videos) and phase
+progression, exactly as :mod:`tcc_model.evaluation` documents. Datasets without phase labels get
+Kendall's tau and the unsupervised plots only. Writes ``OUT/metrics.json`` (every number and the
+exact configuration), ``OUT/summary.md``, ``OUT/embeddings.npz`` and the plots / synchronized video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tcc_model import evaluation as ev
+
+DEFAULT_STRIDE = 2
+
+
+@dataclass
+class EmbeddedVideo:
+    """Per-frame embeddings of one episode plus the labels the protocols need."""
+
+    name: str
+    embs: np.ndarray
+    phase_ids: np.ndarray | None
+    phase_names: list[str] = field(default_factory=list)
+    key_events: dict[str, int] = field(default_factory=dict)
+    anomaly: str | None = None
+    anomaly_mask: np.ndarray | None = None
+    fps: float = 30.0
+    episode: Any = None  # tcc_model.data.format.Episode, to reload frames for videos
+
+    @property
+    def is_normal(self) -> bool:
+        return self.anomaly is None
+
+
+def embed_split(
+    model,
+    dataset: str,
+    split: str,
+    data_root: str | Path | None = None,
+    max_videos: int | None = None,
+    progress: bool = True,
+    dataset_kwargs: dict[str, Any] | None = None,
+) -> list[EmbeddedVideo]:
+    """Load ``split`` of ``dataset`` (registry name) and embed every frame of every episode.
+
+    ``dataset_kwargs`` go to :func:`tcc_model.data.registry.resolve_dataset` (simulator size,
+    episodes, seed, cache folder); see :func:`dataset_kwargs_from_checkpoint`.
+    """
+    from tcc_model.data.registry import load_dataset_split
+    from tcc_model.embed import embed_episodes
+
+    episodes = load_dataset_split(
+        dataset, split, data_root=data_root, progress=progress, **(dataset_kwargs or {})
+    )
+    if max_videos is not None:
+        episodes = episodes[:max_videos]
+    all_embs = embed_episodes(model, episodes, progress=progress)
+    return [_embedded(ep, embs) for ep, embs in zip(episodes, all_embs)]
+
+
+def dataset_kwargs_from_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Simulator dataset options the checkpoint was trained with, so evaluation sees the same data.
+
+    As in training, the simulator renders at the model's image size unless ``data.sim_size`` is set.
+    """
+    config = ckpt.get("config") or {}
+    data = config.get("data") or {}
+    kwargs: dict[str, Any] = {}
+    if data.get("cache_dir") is not None:
+        kwargs["cache_dir"] = data["cache_dir"]
+    if data.get("sim_episodes") is not None:
+        kwargs["sim_episodes"] = int(data["sim_episodes"])
+    size = data.get("sim_size") or (config.get("model") or {}).get("image_size")
+    if size is not None:
+        kwargs["sim_size"] = int(size)
+    if data.get("sim_seed") is not None:
+        kwargs["sim_seed"] = int(data["sim_seed"])
+    return kwargs
+
+
+def _embedded(episode, embs: np.ndarray) -> EmbeddedVideo:
+    labels = episode.labels
+    return EmbeddedVideo(
+        name=episode.name,
+        embs=np.asarray(embs),
+        phase_ids=None if labels.phase_ids is None else np.asarray(labels.phase_ids, np.int64),
+        phase_names=list(labels.phase_names),
+        key_events=dict(labels.key_events),
+        anomaly=labels.anomaly,
+        anomaly_mask=None if labels.anomaly_mask is None else np.asarray(labels.anomaly_mask),
+        fps=float(labels.fps),
+        episode=episode,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Protocols
+
+
+@dataclass
+class ProtocolConfig:
+    """Protocol settings (defaults = the reference's, tau stride 2 as for Pouring)."""
+
+    stride: int = DEFAULT_STRIDE
+    distance: str = "sqeuclidean"
+    fractions: tuple[float, ...] = ev.CLASSIFICATION_FRACTIONS
+    few_shot_num_labeled: tuple[int, ...] = ev.FEW_SHOT_NUM_LABELED
+    few_shot_episodes: int = ev.FEW_SHOT_EPISODES
+    few_shot_seed: int = ev.FEW_SHOT_SEED
+
+
+def run_protocols(
+    train: Sequence[EmbeddedVideo],
+    val: Sequence[EmbeddedVideo],
+    cfg: ProtocolConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """All four protocols on the normal episodes; returns a JSON-ready dict with notes on skips."""
+    from tqdm.auto import tqdm
+
+    cfg = cfg or ProtocolConfig()
+    notes: list[str] = []
+    train_n = [v for v in train if v.is_normal]
+    val_n = [v for v in val if v.is_normal]
+    excluded = (len(train) - len(train_n), len(val) - len(val_n))
+    if any(excluded):
+        notes.append(
+            f"protocols use normal episodes only: excluded {excluded[0]} train and "
+            f"{excluded[1]} val episodes with an anomaly"
+        )
+    out: dict[str, Any] = {
+        "num_videos": {"train": len(train_n), "val": len(val_n)},
+        "num_frames": {
+            "train": int(sum(len(v.embs) for v in train_n)),
+            "val": int(sum(len(v.embs) for v in val_n)),
+        },
+        "excluded_anomalous": {"train": excluded[0], "val": excluded[1]},
+    }
+    steps = tqdm(total=4, desc="protocols", disable=not progress)
+    tau: dict[str, Any] = {}
+    for split, videos in (("val", val_n), ("train", train_n)):
+        if len(videos) < 2:
+            tau[split] = None
+            notes.append(f"kendalls_tau on {split}: skipped, needs >= 2 normal videos")
+            continue
+        matrix = ev.kendalls_tau_matrix([v.embs for v in videos], cfg.stride, cfg.distance)
+        off = matrix[~np.eye(len(videos), dtype=bool)]
+        valid = off[~np.isnan(off)]
+        tau[split] = {
+            "value": float(valid.mean()) if valid.size else None,
+            "num_pairs": int(off.size),
+            "num_nan_pairs": int(off.size - valid.size),
+        }
+    out["kendalls_tau"] = tau
+    steps.update()
+
+    labelled_train = [v for v in train_n if v.phase_ids is not None]
+    labelled_val = [v for v in val_n if v.phase_ids is not None]
+    if not labelled_train or not labelled_val:
+        reason = (
+            "no per-frame phase labels (labels.phase_ids is None) in the "
+            f"{'train' if not labelled_train else 'val'} split: phase classification, few-shot "
+            "and progression need them; only Kendall's tau and unsupervised plots are reported"
+        )
+        notes.append(reason)
+        out.update(phase_classification=None, few_shot=None, phase_progression=None)
+        out["supervised_skipped"] = reason
+        steps.update(3)
+        steps.close()
+        out["notes"] = notes
+        return out
+    if len(labelled_train) < len(train_n) or len(labelled_val) < len(val_n):
+        notes.append(
+            "supervised protocols use the labelled episodes only "
+            f"({len(labelled_train)}/{len(train_n)} train, {len(labelled_val)}/{len(val_n)} val)"
+        )
+    args = (
+        [v.embs for v in labelled_train],
+        [v.phase_ids for v in labelled_train],
+        [v.embs for v in labelled_val],
+        [v.phase_ids for v in labelled_val],
+    )
+    cls = ev.phase_classification(*args, fractions=cfg.fractions)
+    out["phase_classification"] = {str(f): r.to_dict() for f, r in cls.items()}
+    steps.update()
+    few = ev.few_shot_classification(
+        *args, cfg.few_shot_num_labeled, cfg.few_shot_episodes, cfg.few_shot_seed
+    )
+    out["few_shot"] = {str(k): r.to_dict() for k, r in few.items()}
+    steps.update()
+    num_phases = len(labelled_train[0].phase_names) or None
+    prog = ev.phase_progression(*args, num_phases=num_phases, fractions=cfg.fractions)
+    out["phase_progression"] = {str(f): r.to_dict() for f, r in prog.items()}
+    for f, r in prog.items():
+        if r.skipped_train or r.skipped_val:
+            notes.append(
+                f"phase_progression (fraction {f}): (video, event) pairs with the phase missing "
+                f"were left out of that event: train {r.skipped_train}, val {r.skipped_val}"
+            )
+    steps.update()
+    steps.close()
+    out["notes"] = notes
+    return out
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The paper's headline numbers from :func:`run_protocols` output (None when skipped)."""
+
+    def get(section: str, key: str, field_name: str = "value"):
+        sec = metrics.get(section)
+        if not sec or sec.get(key) is None:
+            return None
+        return sec[key].get(field_name)
+
+    return {
+        "classification_10": get("phase_classification", "0.1"),
+        "classification_50": get("phase_classification", "0.5"),
+        "classification_100": get("phase_classification", "1.0"),
+        "few_shot_1": get("few_shot", "1", "mean"),
+        "progression_r2": get("phase_progression", "1.0"),
+        "kendalls_tau": get("kendalls_tau", "val"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+
+
+def _fmt(value: float | None, pct: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.2f}" if pct else f"{value:.4f}"
+
+
+def summary_markdown(metrics: dict[str, Any], config: dict[str, Any]) -> str:
+    """Human-readable summary of ``metrics`` (the output of :func:`run_protocols`)."""
+    h = headline(metrics)
+    lines = [
+        f"# Evaluation of `{config['checkpoint']}` on `{config['dataset']}`",
+        "",
+        f"Normal episodes only: {metrics['num_videos']['train']} train / "
+        f"{metrics['num_videos']['val']} val videos ({metrics['num_frames']['train']} / "
+        f"{metrics['num_frames']['val']} frames). Reported numbers are on **val**.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        "| phase classification 10% / 50% / 100% (frame acc., %) | "
+        + " / ".join(_fmt(h[f"classification_{p}"], True) for p in (10, 50, 100))
+        + " |",
+        f"| few-shot, 1 labelled video (frame acc., %) | {_fmt(h['few_shot_1'], True)} |",
+        f"| phase progression (R²) | {_fmt(h['progression_r2'])} |",
+        f"| Kendall's τ (stride {config['stride']}, {config['distance']}) | "
+        f"{_fmt(h['kendalls_tau'])} |",
+    ]
+    tau_train = (metrics.get("kendalls_tau") or {}).get("train")
+    if tau_train:
+        lines.append(f"| Kendall's τ on train | {_fmt(tau_train['value'])} |")
+    few = metrics.get("few_shot")
+    if few:
+        lines += ["", "Few-shot (mean and 95% t-interval over episodes, %):", ""]
+        lines += ["| labelled videos | mean | 95% CI | episodes |", "|---|---|---|---|"]
+        for k, r in few.items():
+            ci = (
+                f"[{_fmt(r['ci95_low'], True)}, {_fmt(r['ci95_high'], True)}]"
+                if r["mean"] is not None
+                else r["skipped"]
+            )
+            lines.append(f"| {k} | {_fmt(r['mean'], True)} | {ci} | {r['num_episodes']} |")
+    if metrics.get("notes"):
+        lines += ["", "Notes:", ""] + [f"* {n}" for n in metrics["notes"]]
+    reports = config.get("reports") or []
+    if reports:
+        lines += ["", "Visual reports:", ""] + [f"* `{r}`" for r in reports]
+    lines += [
+        "",
+        "Protocols follow the reference implementation: SVC(decision_function_shape='ovo') with "
+        "sklearn defaults on the first max(1, int(f·N)) training videos; few-shot with a "
+        f"RandomState({config['few_shot_seed']}) permutation stream; progression = mean R² of one "
+        "OLS per key event on (t - t_k)/L; Kendall's τ over all ordered val pairs.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_visual_reports(
+    train: Sequence[EmbeddedVideo],
+    val: Sequence[EmbeddedVideo],
+    out_dir: Path,
+    max_videos: int = 4,
+    video: bool = True,
+    tsne: bool = False,
+) -> list[str]:
+    """Similarity matrices, 2-D embeddings, progress curves and a synchronized MP4 of val videos."""
+    from tcc_model import visualize as vis
+    from tcc_model.preprocess import resize_frames
+
+    videos = [v for v in val if v.is_normal] or [v for v in train if v.is_normal]
+    written: list[str] = []
+    if not videos:
+        return written
+    shown = videos[:max_videos]
+    if len(shown) >= 2:
+        pairs = [(shown[0].embs, v.embs) for v in shown[1:]]
+        titles = [f"{shown[0].name} vs {v.name}" for v in shown[1:]]
+        written.append(vis.plot_similarity_matrices(pairs, out_dir / "similarity.png", titles).name)
+    labelled = all(v.phase_ids is not None for v in videos)
+    for method in ("pca", "tsne") if tsne else ("pca",):
+        written.append(
+            vis.plot_embeddings_2d(
+                [v.embs for v in videos],
+                out_dir / f"embeddings_{method}.png",
+                [v.phase_ids for v in videos] if labelled else None,
+                videos[0].phase_names if labelled else None,
+                method,
+            ).name
+        )
+    true_progress = None
+    if labelled:
+        from tcc_model.data.format import progress_from_key_events
+
+        true_progress = [progress_from_key_events(len(v.embs), v.key_events) for v in shown]
+    written.append(
+        vis.plot_progress_curves(
+            [v.embs for v in shown],
+            shown[0].embs,
+            out_dir / "progress_curves.png",
+            [v.name for v in shown],
+            true_progress,
+        ).name
+    )
+    if video and len(shown) >= 2 and shown[0].episode is not None:
+        raw = [v.episode.load_frames() for v in shown]
+        size = min(int(raw[0].shape[1]), 224)  # square tiles at most 224 px
+        frames = [resize_frames(f, size) for f in raw]
+        path = vis.write_synchronized_grid(
+            out_dir / "synchronized.mp4",
+            frames[0],
+            shown[0].embs,
+            list(zip(frames[1:], [v.embs for v in shown[1:]])),
+            fps=shown[0].fps,
+        )
+        written.append(path.name)
+    return written
+
+
+def save_embeddings(path: Path, splits: dict[str, Sequence[EmbeddedVideo]]) -> None:
+    """``embeddings.npz``: ``<split>/<episode>`` → ``[N, D]`` float32 (no pickles)."""
+    from tcc_model.utils import atomic_path
+
+    arrays = {f"{s}/{v.name}": v.embs.astype(np.float32) for s, vs in splits.items() for v in vs}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import scipy
+    import sklearn
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "sklearn": sklearn.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tcc_model.evaluate",
+        description="Embed train/val with a checkpoint and run the TCC evaluation protocols.",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by tcc_model.train")
+    p.add_argument(
+        "--dataset", required=True, help="sim_pouring, pouring, penn_action/<action>, folder:PATH"
+    )
+    p.add_argument("--data-root", default=None, help="root of the real datasets")
+    p.add_argument("--out", default=None, help="output folder (default: <run dir>/eval)")
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=DEFAULT_STRIDE,
+        help="Kendall's tau frame stride (2 for Pouring, 5 for Penn Action)",
+    )
+    p.add_argument("--distance", choices=ev.DISTANCES, default="sqeuclidean")
+    p.add_argument("--few-shot-episodes", type=int, default=ev.FEW_SHOT_EPISODES)
+    p.add_argument(
+        "--max-videos",
+        type=int,
+        default=None,
+        help="use only the first N videos of each split (quick checks)",
+    )
+    p.add_argument("--no-video", action="store_true", help="skip the synchronized MP4")
+    p.add_argument("--tsne", action="store_true", help="also plot a t-SNE projection")
+    p.add_argument("--device", default=None, help="torch device (default: CUDA if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the whole evaluation for parsed CLI ``args``; returns the metrics.json content."""
+    from tcc_model.checkpoint import load_model
+    from tcc_model.utils import pick_device, write_text_atomic
+
+    ckpt_path = Path(args.checkpoint)
+    if not ckpt_path.is_file():
+        raise ValueError(f"--checkpoint {ckpt_path}: file not found")
+    if args.stride < 1:
+        raise ValueError(f"--stride must be >= 1, got {args.stride}")
+    if args.few_shot_episodes < 1:
+        raise ValueError(f"--few-shot-episodes must be >= 1, got {args.few_shot_episodes}")
+    run_dir = (
+        ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    )
+    out_dir = Path(args.out) if args.out else run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = not args.quiet
+    device = pick_device(args.device)
+    started = time.time()
+    model, ckpt = load_model(ckpt_path, device=device)
+    data_kwargs = dataset_kwargs_from_checkpoint(ckpt)
+    train, val = (
+        embed_split(model, args.dataset, s, args.data_root, args.max_videos, progress, data_kwargs)
+        for s in ("train", "val")
+    )
+    save_embeddings(out_dir / "embeddings.npz", {"train": train, "val": val})
+    cfg = ProtocolConfig(
+        stride=args.stride, distance=args.distance, few_shot_episodes=args.few_shot_episodes
+    )
+    metrics = run_protocols(train, val, cfg, progress)
+    reports = write_visual_reports(train, val, out_dir, video=not args.no_video, tsne=args.tsne)
+    config = {
+        "checkpoint": str(ckpt_path),
+        "checkpoint_sha256": _sha256(ckpt_path),
+        "checkpoint_step": ckpt.get("step"),
+        "train_config": ckpt.get("config"),
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "dataset_options": data_kwargs,
+        "splits": {"train": "train", "val": "val"},
+        "max_videos": args.max_videos,
+        "stride": cfg.stride,
+        "distance": cfg.distance,
+        "classification_fractions": list(cfg.fractions),
+        "classifier": "sklearn.svm.SVC(decision_function_shape='ovo'), defaults",
+        "few_shot_num_labeled": list(cfg.few_shot_num_labeled),
+        "few_shot_episodes": cfg.few_shot_episodes,
+        "few_shot_seed": cfg.few_shot_seed,
+        "device": str(device),
+        "versions": _versions(),
+        "reports": reports,
+        "seconds": round(time.time() - started, 1),
+    }
+    result = _jsonable({"headline": headline(metrics), "metrics": metrics, "config": config})
+    write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=1) + "\n")
+    write_text_atomic(out_dir / "summary.md", summary_markdown(metrics, config))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        result = evaluate_checkpoint(args)
+    except ValueError as exc:  # includes DatasetError / CheckpointError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result["headline"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

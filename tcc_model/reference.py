@@ -1,0 +1,229 @@
+"""Reference trajectories in a bundle: embed nominal demonstrations, calibrate anomaly thresholds.
+
+``python -m tcc_model.reference --bundle B --dataset NAME_OR_DIR [--split train] [--max-videos N]
+[--calib-split val] [--false-alarm-rate 0.01]``
+
+Embeds the normal (non-anomalous, phase-labelled) episodes of ``--split`` with the bundle's engine,
+calibrates the monitor's thresholds on the normal episodes of ``--calib-split`` (see
+:func:`tcc_model.stream.calibrate`) and writes ``references.npz`` + ``references.json`` into the
+bundle. The bundle id used is recorded in ``references.json``; the two files are listed (with
+their sha256) in the manifest through :func:`tcc_model.bundle.register_files` unless
+``--no-register``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tcc_model.preprocess import context_indices
+from tcc_model.stream import MonitorConfig, ReferenceSet, calibrate
+
+EMBED_CHUNK = 32
+
+
+def embed_video(engine: Any, frames: np.ndarray, chunk: int = EMBED_CHUNK) -> np.ndarray:
+    """Embeddings ``[N, D]`` float32 of RGB uint8 ``frames [N, H, W, 3]``, each with causal context.
+
+    Uses ``engine.embed_frames`` when the engine has it; otherwise encodes every frame once and
+    feeds the head the cached features at :func:`tcc_model.preprocess.context_indices`.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(
+            f"frames must be RGB uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}"
+        )
+    if hasattr(engine, "embed_frames"):
+        return np.asarray(engine.embed_frames(frames), dtype=np.float32)
+    features = np.concatenate(
+        [
+            np.asarray(engine.encode_frames(frames[i : i + chunk]))
+            for i in range(0, len(frames), chunk)
+        ]
+    )
+    pre = engine.preprocess
+    idx = context_indices(np.arange(len(frames)), pre.context_frames, pre.context_stride)
+    return np.concatenate(
+        [
+            np.asarray(engine.embed(features[idx[i : i + chunk]]), dtype=np.float32)
+            for i in range(0, len(frames), chunk)
+        ]
+    )
+
+
+def normal_episodes(episodes: Sequence[Any], max_videos: int | None = None) -> list[Any]:
+    """Episodes without an anomaly that carry phase labels, at most ``max_videos`` of them."""
+    chosen = [e for e in episodes if e.labels.anomaly is None and e.labels.has_phase_labels]
+    return chosen[:max_videos] if max_videos else chosen
+
+
+def load_episodes(dataset: str, split: str) -> list[Any]:
+    """Episodes of ``split`` of a dataset folder or a registered dataset name."""
+    if Path(dataset).is_dir():
+        from tcc_model.data.format import load_split
+
+        return load_split(dataset, split)
+    from tcc_model.data.registry import load_dataset_split
+
+    return load_dataset_split(dataset, split)
+
+
+def build_references(
+    engine: Any, episodes: Sequence[Any], log: Callable[[str], Any] | None = None
+) -> ReferenceSet:
+    """Embed normal labelled ``episodes`` into a :class:`ReferenceSet` tagged with the bundle id."""
+    if not episodes:
+        raise ValueError(
+            "no normal phase-labelled episodes to use as references; pick a split with labelled "
+            "normal episodes (--split) or raise --max-videos"
+        )
+    phase_names = list(episodes[0].labels.phase_names)
+    embeddings, phase_ids, key_events, names, fps = [], [], [], [], []
+    for episode in episodes:
+        if list(episode.labels.phase_names) != phase_names:
+            raise ValueError(
+                f"{episode.label_path}: phase_names {episode.labels.phase_names} differ from "
+                f"{phase_names}; references must share one phase vocabulary"
+            )
+        start = time.perf_counter()
+        embeddings.append(embed_video(engine, episode.load_frames()))
+        phase_ids.append(episode.labels.phase_id_array())
+        key_events.append(dict(episode.labels.key_events))
+        names.append(f"{episode.split}/{episode.name}")
+        fps.append(float(episode.labels.fps))
+        if log:
+            log(
+                f"  reference {names[-1]}: {len(embeddings[-1])} frames "
+                f"({time.perf_counter() - start:.1f} s)"
+            )
+    return ReferenceSet.from_episodes(
+        embeddings, phase_ids, phase_names, key_events, engine.bundle_id, names, fps
+    )
+
+
+def calibrate_references(
+    references: ReferenceSet,
+    engine: Any,
+    episodes: Sequence[Any],
+    false_alarm_rate: float,
+    config: MonitorConfig | None = None,
+    margin: float = 1.2,
+) -> dict[str, Any]:
+    """Embed held-out normal ``episodes`` and calibrate ``references`` on them (in place)."""
+    if not episodes:
+        raise ValueError(
+            "no normal episodes to calibrate on; choose a --calib-split with normal episodes"
+        )
+    embeddings = [embed_video(engine, e.load_frames()) for e in episodes]
+    stamps = [np.arange(len(x)) / float(e.labels.fps) for x, e in zip(embeddings, episodes)]
+    from tcc_model.data.format import progress_from_key_events
+
+    progress = [
+        progress_from_key_events(len(x), e.labels.key_events) for x, e in zip(embeddings, episodes)
+    ]
+    phase_ids = [e.labels.phase_id_array() for e in episodes]
+    calibration = calibrate(
+        references,
+        embeddings,
+        false_alarm_rate,
+        config,
+        stamps,
+        margin,
+        progress=progress,
+        phase_ids=phase_ids,
+    )
+    calibration["episodes"] = [f"{e.split}/{e.name}" for e in episodes]
+    return calibration
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tcc_model.reference",
+        description="Embed reference demonstrations into a bundle; calibrate anomaly thresholds.",
+    )
+    p.add_argument("--bundle", required=True, help="bundle directory (with bundle.yaml)")
+    p.add_argument("--dataset", required=True, help="dataset name (e.g. sim_pouring) or folder")
+    p.add_argument("--split", default="train", help="split holding the demonstrations")
+    p.add_argument("--max-videos", type=int, default=20, help="at most this many references")
+    p.add_argument("--calib-split", default="val", help="held-out split for calibration")
+    p.add_argument("--max-calib-videos", type=int, default=None, help="cap on calibration videos")
+    p.add_argument("--false-alarm-rate", type=float, default=0.01, help="per nominal episode")
+    p.add_argument("--margin", type=float, default=1.2, help="factor on the max when too few")
+    p.add_argument("--backend", default="auto", help="engine backend (auto, onnxruntime, torch…)")
+    p.add_argument("--threads", type=int, default=1, help="CPU inference threads")
+    p.add_argument(
+        "--rest-phases", nargs="*", default=[], help="phases in which standing still is normal"
+    )
+    p.add_argument(
+        "--no-register",
+        dest="register",
+        action="store_false",
+        help="do not list the reference files (with sha256) in the bundle manifest",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.max_videos is not None and args.max_videos < 1:
+            raise ValueError(f"--max-videos must be >= 1, got {args.max_videos}")
+        if not 0 < args.false_alarm_rate < 1:
+            raise ValueError(f"--false-alarm-rate must be in (0, 1), got {args.false_alarm_rate}")
+        bundle = Path(args.bundle)
+        if not bundle.is_dir():
+            raise ValueError(f"--bundle {bundle}: not a directory; export a bundle first")
+        from tcc_model.engine import load_bundle
+
+        engine = load_bundle(bundle, backend=args.backend, threads=args.threads)
+        config = MonitorConfig(rest_phases=tuple(args.rest_phases))
+        train = normal_episodes(load_episodes(args.dataset, args.split), args.max_videos)
+        print(f"embedding {len(train)} reference episodes of {args.dataset}/{args.split}")
+        references = build_references(engine, train, log=print)
+        calib = normal_episodes(
+            load_episodes(args.dataset, args.calib_split), args.max_calib_videos
+        )
+        print(f"calibrating on {len(calib)} normal episodes of {args.dataset}/{args.calib_split}")
+        cal = calibrate_references(
+            references, engine, calib, args.false_alarm_rate, config, args.margin
+        )
+        cal["rest_phases"] = list(args.rest_phases)
+        npz_path, json_path = references.save(bundle)
+        if args.register:
+            from tcc_model.bundle import register_files
+
+            register_files(bundle, [npz_path.name, json_path.name])
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {npz_path} and {json_path}: {references.num_references} references, "
+        f"{int(references.lengths.sum())} frames, D={references.dim}, bundle {engine.bundle_id}"
+    )
+    print(
+        f"calibration ({cal['method']}, {cal['num_episodes']} episodes / {cal['num_frames']} "
+        f"frames, false-alarm rate {cal['false_alarm_rate']} per episode): temperature "
+        f"{cal['temperature']:.4g}, distance threshold {cal['distance_threshold']:.4g}, "
+        f"stall {cal['stall_seconds']:.2f} s, backwards {cal['backwards_threshold']:.3f}"
+    )
+    if cal["method"] != "conformal":
+        needed = cal["episodes_needed_for_conformal"]
+        print(
+            f"note: {cal['num_episodes']} calibration episodes are fewer than the {needed} an "
+            f"exact conformal bound at this rate needs; thresholds = max x {cal['margin']}"
+        )
+    if not math.isfinite(cal["distance_threshold"]):
+        print("warning: distance threshold is not finite; off_trajectory is disabled")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Reference building and calibration (``python -m tcc_model.reference``) with a stand-in engine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tcc_model import reference
+from tcc_model.data.format import EpisodeLabels, key_events_from_phase_ids, write_episode
+from tcc_model.preprocess import PreprocessConfig, context_indices
+from tcc_model.stream import ProgressMonitor, ReferenceSet
+
+PHASES = ["reach", "pour", "place"]
+SIZE = 8
+
+
+class ContextEngine:
+    """Encoder = mean colour per channel; head = the k context features concatenated."""
+
+    bundle_id = "bundle-test"
+
+    def __init__(self) -> None:
+        self.preprocess = PreprocessConfig(image_size=SIZE, context_frames=2, context_stride=2)
+        self.encoded = 0
+
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        self.encoded += len(frames)
+        flat = frames.reshape(len(frames), -1, 3).astype(np.float32) / 255.0
+        return flat.mean(axis=1)[:, :, None, None]
+
+    def embed(self, context_features: np.ndarray) -> np.ndarray:
+        return np.asarray(context_features, dtype=np.float32).reshape(len(context_features), -1)
+
+
+class BatchEngine(ContextEngine):
+    """Same engine with the batched ``embed_frames`` an InferenceEngine offers."""
+
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        feats = self.encode_frames(frames)
+        idx = context_indices(np.arange(len(frames)), 2, 2)
+        return self.embed(feats[idx])
+
+
+def colour_episode(num_frames: int, seed: int, stall: int = 0) -> np.ndarray:
+    """Frames whose colour walks along a fixed smooth path (time warped per episode)."""
+    rng = np.random.default_rng(seed)
+    s = np.linspace(0, 1, num_frames) ** rng.uniform(0.8, 1.25)
+    if stall:
+        s = np.concatenate(
+            [s[: num_frames // 2], np.full(stall, s[num_frames // 2]), s[num_frames // 2 :]]
+        )
+    colour = np.stack([40 + 170 * s, 200 - 150 * s**2, 120 + 80 * np.sin(3 * s)], axis=1)
+    frames = np.repeat(colour[:, None, None, :], SIZE, 1).repeat(SIZE, 2)
+    frames = frames + rng.normal(scale=1.0, size=frames.shape)
+    return np.clip(frames, 0, 255).astype(np.uint8)
+
+
+def write(split_dir, name: str, frames: np.ndarray, anomaly: str | None = None) -> None:
+    n = len(frames)
+    phase_ids = np.minimum(np.arange(n) * len(PHASES) // n, len(PHASES) - 1).tolist()
+    labels = EpisodeLabels(
+        video="",
+        fps=10.0,
+        num_frames=n,
+        phase_names=PHASES,
+        phase_ids=phase_ids,
+        key_events=key_events_from_phase_ids(phase_ids, PHASES),
+        anomaly=anomaly,
+        anomaly_mask=[0] * n if anomaly else None,
+    )
+    write_episode(split_dir, name, frames, labels, video_format="png")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for i in range(3):
+        write(root / "train", f"demo{i}", colour_episode(40 + 5 * i, seed=i))
+    write(root / "train", "broken", colour_episode(40, seed=9, stall=20), anomaly="stall")
+    for i in range(6):
+        write(root / "val", f"val{i}", colour_episode(35 + 4 * i, seed=20 + i))
+    return root
+
+
+def test_embed_video_uses_embed_frames_or_encodes_each_frame_once():
+    frames = colour_episode(30, seed=1)
+    plain, batched = ContextEngine(), BatchEngine()
+    a = reference.embed_video(plain, frames, chunk=7)
+    b = reference.embed_video(batched, frames)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert plain.encoded == 30 and a.shape == (30, 6) and a.dtype == np.float32
+    with pytest.raises(ValueError, match="uint8"):
+        reference.embed_video(plain, frames.astype(np.float32))
+
+
+def test_cli_builds_calibrated_references_from_normal_episodes(dataset, tmp_path, monkeypatch):
+    import tcc_model.engine
+
+    monkeypatch.setattr(tcc_model.engine, "load_bundle", lambda *a, **k: ContextEngine())
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    argv = ["--bundle", str(bundle), "--dataset", str(dataset), "--no-register"]
+    assert reference.main(argv + ["--false-alarm-rate", "0.05"]) == 0
+
+    refs = ReferenceSet.load(bundle, bundle_id="bundle-test")
+    assert refs.reference_ids == ["train/demo0", "train/demo1", "train/demo2"]  # no anomaly
+    assert refs.phase_names == PHASES and refs.dim == 6
+    meta = json.loads((bundle / "references.json").read_text())
+    cal = meta["calibration"]
+    assert meta["bundle_id"] == "bundle-test"
+    assert cal["num_episodes"] == 6 and cal["false_alarm_rate"] == 0.05
+    assert cal["method"] in ("conformal", "max_times_margin")
+    assert cal["episodes"] == [f"val/val{i}" for i in range(6)]
+    assert np.isfinite(cal["distance_threshold"]) and cal["temperature"] > 0
+    # Ground-truth progress of each reference comes from its key events.
+    assert refs.progress[0][0] == 0.0 and refs.progress[0][-1] == 1.0
+
+    # The stored references drive the monitor on a new normal run without alarms ...
+    engine = ContextEngine()
+    monitor = ProgressMonitor(refs, engine=engine)
+    results = [monitor.process_frame(f) for f in colour_episode(45, seed=77)]
+    assert engine.encoded == 45
+    assert results[-1].progress > 0.9 and not any(r.anomaly for r in results)
+    # ... and flag a long stall.
+    monitor.reset()
+    stalled = [monitor.process_frame(f) for f in colour_episode(45, seed=78, stall=40)]
+    assert any(r.anomaly_kind == "stalled" for r in stalled)
+
+
+def test_cli_errors_are_one_line_with_nonzero_exit(dataset, tmp_path, capsys):
+    status = reference.main(["--bundle", str(tmp_path / "missing"), "--dataset", str(dataset)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith("error:") and "\n" not in err and "--bundle" in err
+
+
+def test_no_normal_episodes_is_an_error():
+    with pytest.raises(ValueError, match="no normal"):
+        reference.build_references(ContextEngine(), [])
