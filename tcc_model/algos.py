@@ -76,7 +76,9 @@ class AlgoConfig:
                     f"{self.alignment_weight} + {self.sal_weight}"
                 )
         elif not 0.0 <= self.alignment_weight <= 1.0:
-            raise ValueError(f"algo.alignment_weight must be in [0, 1], got {self.alignment_weight}")
+            raise ValueError(
+                f"algo.alignment_weight must be in [0, 1], got {self.alignment_weight}"
+            )
 
     @property
     def uses_tcn_sampling(self) -> bool:
@@ -149,7 +151,7 @@ class TrainingAlgo(nn.Module):
             if not num_phases or num_phases < 2:
                 raise ValueError(
                     "algo 'supervised' needs phase labels with at least 2 phases; the dataset has "
-                    f"{num_phases or 0} (label the episodes' phase_ids or pick a self-supervised algo)"
+                    f"{num_phases or 0} (label the episodes' phase_ids or pick another algo)"
                 )
             self.phase_classifier = nn.Linear(embedding_size, num_phases)
 

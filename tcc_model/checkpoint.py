@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic ``torch.save`` of plain dicts/tensors, read with ``weights_only=True``.
+"""Training checkpoints: atomic ``torch.save`` of plain dicts/tensors, read ``weights_only``.
 
 Layout of a checkpoint file::
 
@@ -43,7 +43,13 @@ def get_rng_state() -> dict[str, Any]:
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
-        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
+        "numpy": [
+            np_name,
+            torch.from_numpy(np_keys.astype(np.int64)),
+            np_pos,
+            np_has_gauss,
+            np_gauss,
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -57,7 +63,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
     np.random.set_state(
-        (np_name, np.asarray(np_keys, dtype=np.uint32), int(np_pos), int(np_has_gauss), float(np_gauss))
+        (
+            np_name,
+            np.asarray(np_keys, dtype=np.uint32),
+            int(np_pos),
+            int(np_has_gauss),
+            float(np_gauss),
+        )
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():

@@ -56,15 +56,24 @@ def embed_frames(
     try:
         features = torch.cat(
             [
-                model.encode(torch.from_numpy(frames[i : i + batch_size]).to(device))
+                model.encode(
+                    torch.from_numpy(np.require(frames[i : i + batch_size], requirements="W")).to(
+                        device
+                    )
+                )
                 for i in range(0, num_frames, batch_size)
             ]
         )
         ctx = torch.from_numpy(
-            context_indices(np.arange(num_frames), model.cfg.context_frames, model.cfg.context_stride)
+            context_indices(
+                np.arange(num_frames), model.cfg.context_frames, model.cfg.context_stride
+            )
         ).to(device)
         embs = torch.cat(
-            [model.embed(features[ctx[i : i + batch_size]]) for i in range(0, num_frames, batch_size)]
+            [
+                model.embed(features[ctx[i : i + batch_size]])
+                for i in range(0, num_frames, batch_size)
+            ]
         )
     finally:
         model.train(was_training)

@@ -104,7 +104,7 @@ def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[n
 
 
 class _Encoder(nn.Module):
-    """Base class: ``Normalize`` followed by a conv trunk. Subclasses set ``trunk``/``out_channels``."""
+    """``Normalize`` then a conv ``trunk`` (subclasses set ``trunk``, ``out_channels``)."""
 
     out_channels: int
     stride: int
@@ -202,8 +202,14 @@ class ResNet50Conv4cEncoder(_Encoder):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise ValueError(f"backbone_weights {str(path)!r} is not a torch state dict: {exc}") from exc
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            raise ValueError(
+                f"backbone_weights {str(path)!r} is not a torch state dict: {exc}"
+            ) from exc
+        if (
+            isinstance(state, dict)
+            and "state_dict" in state
+            and isinstance(state["state_dict"], dict)
+        ):
             state = state["state_dict"]
         if not isinstance(state, dict):
             raise ValueError(f"backbone_weights {str(path)!r} does not hold a state dict")

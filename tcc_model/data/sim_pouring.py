@@ -81,6 +81,7 @@ class RenderSettings:
     fps: float = 12.0
     min_frames: int = 60
     max_frames: int = 120
+    variation: str = "full"  # "full" domain randomisation or one fixed "station" camera/room
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -156,6 +157,8 @@ def _check_render_settings(settings: RenderSettings) -> None:
         raise ValueError(
             f"need 1 <= min_frames <= max_frames, got {settings.min_frames}, {settings.max_frames}"
         )
+    if settings.variation not in ("full", "station"):
+        raise ValueError(f"variation must be 'full' or 'station', got {settings.variation!r}")
 
 
 # ----------------------------------------------------------------------------- one episode
@@ -198,12 +201,13 @@ def simulate_episode(
     for attempt in range(MAX_ATTEMPTS):
         rng_seed = seed if attempt == 0 else [seed, attempt]
         args = (anomaly, settings.size, settings.fps, settings.min_frames, settings.max_frames)
+        kwargs = {"variation": settings.variation}
         # check the labels on a simulation without rendering, then render the accepted attempt
         problem = _episode_problem(
-            PouringEpisode(np.random.default_rng(rng_seed), *args).run(render=False)
+            PouringEpisode(np.random.default_rng(rng_seed), *args, **kwargs).run(render=False)
         )
         if problem is None:
-            return PouringEpisode(np.random.default_rng(rng_seed), *args).run(), attempt
+            return PouringEpisode(np.random.default_rng(rng_seed), *args, **kwargs).run(), attempt
     raise RuntimeError(
         f"episode seed {seed} ({anomaly or 'normal'}): no valid simulation in {MAX_ATTEMPTS} "
         f"attempts (last: {problem}); try other min_frames/max_frames"
@@ -250,14 +254,16 @@ def render_episode(
     fps: float = 12.0,
     min_frames: int = 60,
     max_frames: int = 120,
+    variation: str = "full",
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Render one episode: RGB uint8 frames ``[N, size, size, 3]`` and its label dict.
 
     ``anomaly`` is ``None`` or one of ``drop``, ``miss``, ``stall``, ``reversed``. The label dict
     has the ``EpisodeLabels`` JSON shape with an empty ``video``. ``min_frames``/``max_frames``
-    clamp the episode length (simulated time is stretched or compressed to fit).
+    clamp the episode length (simulated time is stretched or compressed to fit). ``variation``
+    is ``"full"`` (everything randomised) or ``"station"`` (one fixed camera and room).
     """
-    settings = RenderSettings(int(size), float(fps), int(min_frames), int(max_frames))
+    settings = RenderSettings(int(size), float(fps), int(min_frames), int(max_frames), variation)
     result, attempt = simulate_episode(int(seed), anomaly, settings)
     return result.frames, episode_labels(result, int(seed), attempt, settings.fps)
 
@@ -277,6 +283,7 @@ def _generate_one(plan: EpisodePlan, root: Path, settings: RenderSettings) -> di
         fps=settings.fps,
         min_frames=settings.min_frames,
         max_frames=settings.max_frames,
+        variation=settings.variation,
     )
     names = {f.name for f in fields(EpisodeLabels)}
     write_episode(
@@ -353,6 +360,7 @@ def _manifest(
             "fps": settings.fps,
             "min_frames": settings.min_frames,
             "max_frames": settings.max_frames,
+            "variation": settings.variation,
             "anomaly_rate": float(anomaly_rate),
             "split_fractions": [float(f) for f in split_fractions],
             "mujoco": mujoco_version,
@@ -406,13 +414,14 @@ def generate_dataset(
     split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
     min_frames: int = 60,
     max_frames: int = 120,
+    variation: str = "full",
 ) -> Path:
     """Generate ``episodes`` episodes into ``out_dir`` (absent or empty) and return its path.
 
     Rendering runs in ``workers`` spawned processes; output is identical for any ``workers``.
     Bad arguments, a non-empty or unwritable ``out_dir`` raise ``ValueError``.
     """
-    settings = RenderSettings(int(size), float(fps), int(min_frames), int(max_frames))
+    settings = RenderSettings(int(size), float(fps), int(min_frames), int(max_frames), variation)
     _check_render_settings(settings)
     if int(workers) != workers or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -473,6 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--min-frames", type=int, default=60, help="shortest episode (frames)")
     parser.add_argument("--max-frames", type=int, default=120, help="longest episode (frames)")
+    parser.add_argument(
+        "--variation",
+        choices=["full", "station"],
+        default="full",
+        help="full: randomise camera, room and robot per episode; station: one fixed camera "
+        "and room (a robot cell), objects, layout and lighting still vary",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -494,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             split_fractions=args.split_fractions,
             min_frames=args.min_frames,
             max_frames=args.max_frames,
+            variation=args.variation,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

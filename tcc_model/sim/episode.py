@@ -97,13 +97,14 @@ class PouringEpisode:
         min_frames: int = 60,
         max_frames: int = 120,
         quality: RenderQuality = RenderQuality(),
+        variation: str = "full",
     ) -> None:
         if size < 16:
             raise ValueError(f"size must be >= 16 pixels, got {size}")
         self.rng = rng
         self.size = size
         self.quality = quality
-        self.scene = sample_scene(rng)
+        self.scene = sample_scene(rng, variation)
         self.script = make_script(self.scene, rng, anomaly, fps, min_frames, max_frames)
         # camera shake has its own stream: rendering or not leaves the physics unchanged
         self.camera_rng = np.random.default_rng(rng.integers(2**63))

@@ -147,8 +147,23 @@ def _sample_distractors(
     return distractors
 
 
-def sample_scene(rng: np.random.Generator) -> SceneParams:
-    """Draw the randomised scene of one episode: shapes, materials, layout, lights and camera."""
+VARIATIONS = ("full", "station")
+STATION_SEED = 20_190_415
+
+
+def sample_scene(rng: np.random.Generator, variation: str = "full") -> SceneParams:
+    """Draw the randomised scene of one episode: shapes, materials, layout, lights and camera.
+
+    ``variation="full"`` randomises everything per episode (domain randomisation).
+    ``"station"`` models one robot cell filmed by a fixed camera: the room, the robot and the
+    camera pose come from a fixed draw with small per-episode jitter, while bottles, cups,
+    liquids, layout, distractors and lighting still vary per episode.
+    """
+    if variation not in VARIATIONS:
+        raise ValueError(f"variation must be one of {VARIATIONS}, got {variation!r}")
+    station = variation == "station"
+    # The station's fixed look comes from its own generator; per-episode draws use ``rng``.
+    fixed = np.random.default_rng(STATION_SEED) if station else rng
     pour_sign = int(rng.choice([-1, 1]))
     separation = rng.uniform(0.2, 0.3)
     bottle_x = rng.uniform(-0.05, 0.05) - pour_sign * separation / 2
@@ -173,18 +188,18 @@ def sample_scene(rng: np.random.Generator) -> SceneParams:
         liquid_rgba=list(LIQUID_COLOURS[int(rng.integers(len(LIQUID_COLOURS)))]),
     )
     room = dict(
-        table_texture=str(rng.choice(TABLE_TEXTURES)),
-        table_rgb1=_colour(rng),
-        table_rgb2=_colour(rng),
-        table_repeat=_uniform(rng, 1.0, 8.0),
-        table_reflectance=float(rng.choice([0.0, 0.0, 0.03])),
-        floor_rgb1=_colour(rng),
-        floor_rgb2=_colour(rng),
-        wall_rgb1=_colour(rng),
-        wall_rgb2=_colour(rng),
-        robot_rgba=[*_colour(rng, 0.3, 0.95), 1.0],
-        gripper_rgba=[*_colour(rng, 0.05, 0.5), 1.0],
-        robot_base=[_uniform(rng, -0.1, 0.1), _uniform(rng, 0.42, 0.5), 0.0],
+        table_texture=str(fixed.choice(TABLE_TEXTURES)),
+        table_rgb1=_colour(fixed),
+        table_rgb2=_colour(fixed),
+        table_repeat=_uniform(fixed, 1.0, 8.0),
+        table_reflectance=float(fixed.choice([0.0, 0.0, 0.03])),
+        floor_rgb1=_colour(fixed),
+        floor_rgb2=_colour(fixed),
+        wall_rgb1=_colour(fixed),
+        wall_rgb2=_colour(fixed),
+        robot_rgba=[*_colour(fixed, 0.3, 0.95), 1.0],
+        gripper_rgba=[*_colour(fixed, 0.05, 0.5), 1.0],
+        robot_base=[_uniform(fixed, -0.1, 0.1), _uniform(fixed, 0.42, 0.5), 0.0],
         light_dir=[_uniform(rng, -0.6, 0.6), _uniform(rng, -0.6, 0.6), -1.0],
         light_diffuse=_uniform(rng, 0.35, 0.9),
         light_tint=[float(v) for v in rng.uniform(0.8, 1.0, 3)],
@@ -192,18 +207,30 @@ def sample_scene(rng: np.random.Generator) -> SceneParams:
     )
     distractors = _sample_distractors(rng, bottle_xy, cup_xy)
     middle = (bottle_xy + cup_xy) / 2
-    camera = dict(
-        cam_azimuth=90.0 + _uniform(rng, -40, 40),
-        cam_elevation=_uniform(rng, -40, -12),
-        cam_distance=_uniform(rng, 0.6, 0.9),
-        cam_lookat=[
-            float(middle[0] + rng.uniform(-0.05, 0.05)),
-            float(middle[1] + rng.uniform(0.0, 0.1)),
-            _uniform(rng, 0.08, 0.16),
-        ],
-        cam_fovy=_uniform(rng, 35, 55),
-        cam_shake=_uniform(rng, 0.0, 0.004),
-    )
+    if station:
+        # nominal pose of the station camera, jittered a little per episode
+        jitter = rng.uniform(-1.0, 1.0, 6)
+        camera = dict(
+            cam_azimuth=90.0 + 25.0 + 4.0 * jitter[0],
+            cam_elevation=-28.0 + 3.0 * jitter[1],
+            cam_distance=0.78 + 0.03 * jitter[2],
+            cam_lookat=[0.01 * jitter[3], 0.02 + 0.01 * jitter[4], 0.12],
+            cam_fovy=45.0 + 2.0 * jitter[5],
+            cam_shake=_uniform(rng, 0.0, 0.003),
+        )
+    else:
+        camera = dict(
+            cam_azimuth=90.0 + _uniform(rng, -40, 40),
+            cam_elevation=_uniform(rng, -40, -12),
+            cam_distance=_uniform(rng, 0.6, 0.9),
+            cam_lookat=[
+                float(middle[0] + rng.uniform(-0.05, 0.05)),
+                float(middle[1] + rng.uniform(0.0, 0.1)),
+                _uniform(rng, 0.08, 0.16),
+            ],
+            cam_fovy=_uniform(rng, 35, 55),
+            cam_shake=_uniform(rng, 0.0, 0.004),
+        )
     return SceneParams(
         pour_sign=pour_sign,
         bottle_xy=[float(v) for v in bottle_xy],
