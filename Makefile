@@ -15,7 +15,7 @@ export TCC_CACHE_DIR ?= $(CURDIR)/.cache
 DEMO_DIR ?= runs/demo
 export MUJOCO_GL ?= egl
 
-.PHONY: env system-deps msgs test lint demo clean
+.PHONY: env system-deps msgs test lint demo bench clean
 
 env: $(STAMP)
 
@@ -67,10 +67,42 @@ test: env
 	@$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
+# The main job on the embedded default: simulated pouring (a fixed robot cell, 30% anomalous
+# episodes) -> train the light model -> evaluate -> export the bundle -> reference trajectories
+# -> live ROS 2 monitor over DDS in separate processes -> report. Data is generated once.
+DEMO_DATA := $(DEMO_DIR)/data
+DEMO_EPISODES ?= 48
 demo: env
-	@echo "== demo: simulated pouring -> train -> evaluate (outputs in $(DEMO_DIR)) =="
-	$(PY) -m tcc_model.train --dataset sim_pouring --config config/train/sim_pouring_cpu.yaml --out $(DEMO_DIR)/train
-	$(PY) -m tcc_model.evaluate --checkpoint $(DEMO_DIR)/train/checkpoints/last.pt --dataset sim_pouring --out $(DEMO_DIR)/eval
+	@export OMP_NUM_THREADS=2
+	echo "== [1/6] data: $(DEMO_EPISODES) simulated pouring episodes -> $(DEMO_DATA)"
+	[ -f $(DEMO_DATA)/manifest.json ] || $(PY) -m tcc_model.data.sim_pouring --out $(DEMO_DATA) \
+	  --episodes $(DEMO_EPISODES) --size 112 --anomaly-rate 0.3 --seed 0 --workers 2 --variation station
+	$(PY) -m tcc_model.data.check $(DEMO_DATA)
+	rm -rf $(DEMO_DIR)/train $(DEMO_DIR)/eval $(DEMO_DIR)/bundle $(DEMO_DIR)/live
+	echo "== [2/6] train (config/train/sim_pouring_cpu.yaml)"
+	$(PY) -m tcc_model.train --dataset folder:$(DEMO_DATA) --config config/train/sim_pouring_cpu.yaml \
+	  --out $(DEMO_DIR)/train
+	echo "== [3/6] evaluate: phase classification, few-shot, progression, Kendall's tau"
+	$(PY) -m tcc_model.evaluate --checkpoint $(DEMO_DIR)/train/checkpoints/last.pt \
+	  --dataset folder:$(DEMO_DATA) --out $(DEMO_DIR)/eval --few-shot-episodes 10 --quiet
+	echo "== [4/6] export the ONNX bundle"
+	$(PY) -m tcc_model.export --checkpoint $(DEMO_DIR)/train/checkpoints/last.pt \
+	  --out $(DEMO_DIR)/bundle --dataset folder:$(DEMO_DATA)
+	echo "== [5/6] reference trajectories and anomaly calibration"
+	$(PY) -m tcc_model.reference --bundle $(DEMO_DIR)/bundle --dataset folder:$(DEMO_DATA)
+	echo "== [6/6] live: demo camera -> progress monitor -> console, over ROS 2 (separate processes)"
+	$(PY) -m tcc_ros.monitor --params config/progress_monitor.yaml --bundle $(DEMO_DIR)/bundle \
+	  --with-demo-camera --demo-dataset folder:$(DEMO_DATA) --demo-split test \
+	  --report $(DEMO_DIR)/live/report.json
+	$(PY) -m tcc_ros.demo_summary $(DEMO_DIR)
+
+bench: env
+	$(PY) benchmarks/bench_loss.py
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_sim.py
+	$(PY) -m tcc_model.bench_engine --bundle $(DEMO_DIR)/bundle
+	$(PY) benchmarks/bench_stream.py --bundle $(DEMO_DIR)/bundle --dataset folder:$(DEMO_DATA) --split test
+	$(PY) benchmarks/bench_live.py --bundle $(DEMO_DIR)/bundle --dataset folder:$(DEMO_DATA)
 
 clean:
 	rm -rf build install log runs $(STAMP)
