@@ -33,7 +33,7 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends "$${need[@]}"
 	fi
 
-$(STAMP): requirements.txt setup.py CMakeLists.txt package.xml $(MSG_FILES)
+$(STAMP): requirements.txt requirements-runtime.txt setup.py CMakeLists.txt package.xml $(MSG_FILES)
 	@$(MAKE) --no-print-directory system-deps
 	[ -x $(PY) ] || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -288,7 +288,11 @@ def markdown(report: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=f"python -m {__spec__.name if __spec__ else __name__}",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("bags", nargs="+", help="bag directories (MCAP or sqlite3)")
     p.add_argument("--bundle", required=True, help="model bundle with references")
     p.add_argument("--image-topic", default="/camera/image_raw")

@@ -72,7 +72,11 @@ def record(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=f"python -m {__spec__.name if __spec__ else __name__}",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("--out", required=True, help="bag directory to create")
     p.add_argument("--episodes", type=int, default=4)
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")

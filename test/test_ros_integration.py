@@ -523,15 +523,55 @@ def _launcher(demo, domain: int, report: Path, *extra: str) -> subprocess.Comple
 
 @pytest.mark.ros
 @pytest.mark.slow
+def _offline_replay(demo) -> dict:
+    """The live report's numbers for the same episodes replayed in-process (no ROS, no drops)."""
+    import yaml
+
+    from tcc_model.data.format import load_split
+    from tcc_model.monitor_metrics import score_episode, summarize
+    from tcc_ros.ground_truth import ground_truth_fields
+    from tcc_ros.monitor_node import load_monitor
+
+    params = yaml.safe_load(PARAMS.read_text())["/**/progress_monitor"]["ros__parameters"]
+    loaded = load_monitor(str(demo.bundle), "onnxruntime", 1, params.get("monitor", {}))
+    scores = []
+    for episode in load_split(demo.data, "test"):
+        loaded.monitor.reset()
+        truth = ground_truth_fields(episode.labels, episode.name)
+        period = 1.0 / 12.0  # the camera's --demo-rate
+        results = [loaded.monitor.process_frame(f, i * period)
+                   for i, f in enumerate(episode.load_frames())]
+        scores.append(score_episode(
+            episode.name,
+            pred_progress=[r.progress for r in results],
+            pred_phase=[r.phase_id for r in results],
+            pred_alarm=[r.anomaly for r in results],
+            pred_score=[r.anomaly_score for r in results],
+            gt_progress=[t["progress"] for t in truth],
+            gt_phase=[t["phase_id"] for t in truth],
+            gt_anomaly_mask=[t["anomaly"] for t in truth],
+            anomalous=episode.labels.anomaly is not None))
+    return summarize(scores)
+
+
 def test_launcher_runs_the_demo_and_reports_against_ground_truth(demo_bundle, tmp_path) -> None:
+    """Live (camera -> DDS -> monitor -> DDS -> console) matches an offline replay of the frames.
+
+    The bundle is untrained, so what is checked is the pipeline: every frame arrives, is aligned
+    exactly as the streaming core aligns it offline, and is scored against the ground truth that
+    travelled with it under the same stamp.
+    """
     report_path = tmp_path / "report.json"
     proc = _launcher(demo_bundle, next(_DOMAINS), report_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(report_path.read_text())
     assert report["episodes"] == 2 and report["frames_ground_truth"] == 120
     assert report["processed_fraction"] >= 0.9, report
-    assert report["progress_mae"] < 0.25, report  # always guessing 0.5 scores ~0.25
-    assert report["phase_accuracy"] > 0.4, report  # chance is ~0.2 for five phases
+    offline = _offline_replay(demo_bundle)
+    assert offline["episodes"] == 2
+    # a frame dropped live shifts a few estimates; anything beyond that is a pipeline error
+    assert abs(report["phase_accuracy"] - offline["phase_accuracy"]) <= 0.05, (report, offline)
+    assert abs(report["progress_mae"] - offline["progress_mae"]) <= 0.03, (report, offline)
     assert report["anomalies_caught"] + report["anomalies_missed"] == 1
     assert report["latency_ms_p99"] < 1000.0
     assert report["diagnostics"]["frames_rejected"] == "0"
