@@ -82,14 +82,14 @@ def dataset_episodes(name: str, split: str, limit: int | None, size: int | None
             yield SourceEpisode(episode.name, frames)
 
 
-def sim_episodes(count: int, seed: int, anomaly: str | None, size: int | None
-                 ) -> Iterator[SourceEpisode]:
+def sim_episodes(count: int, seed: int, anomaly: str | None, size: int | None,
+                 variation: str = "station") -> Iterator[SourceEpisode]:
     """Episodes rendered live by the pouring simulator (``anomaly`` applies to every episode)."""
     from tcc_model.data.sim_pouring import render_episode
 
     for i in range(count):
         kwargs = {"size": size} if size else {}
-        frames, labels = render_episode(seed + i, anomaly, **kwargs)
+        frames, labels = render_episode(seed + i, anomaly, variation=variation, **kwargs)
         yield SourceEpisode.from_labels(f"sim_{seed + i:05d}", np.asarray(frames), labels)
 
 
@@ -142,6 +142,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--bag-topic", default="/camera/image_raw", help="image topic inside --bag")
     p.add_argument("--rate", type=float, default=12.0, help="frames per second (default 12)")
     p.add_argument("--size", type=int, default=None, help="resize frames to SIZE x SIZE")
+    p.add_argument("--variation", choices=["full", "station"], default="station",
+                   help="simulator scene variation (with --sim)")
     p.add_argument("--image-topic", default="/camera/image_raw")
     p.add_argument("--ground-truth-topic", default="/tcc/ground_truth")
     p.add_argument("--reset-topic", default="/tcc/reset")
@@ -168,7 +170,8 @@ def episodes_from_args(args: argparse.Namespace) -> Iterator[SourceEpisode]:
     if args.dataset:
         return dataset_episodes(args.dataset, args.split, args.episodes, args.size)
     if args.sim:
-        return sim_episodes(args.episodes or 1, args.seed, args.anomaly, args.size)
+        return sim_episodes(args.episodes or 1, args.seed, args.anomaly, args.size,
+                            args.variation)
     if args.video:
         return video_episode(args.video, args.size)
     return bag_episode(args.bag, args.bag_topic, args.size)

@@ -42,7 +42,9 @@ def _episode_source(args: argparse.Namespace):
     kinds = ["drop", "miss", "stall", "reversed"]
     for i in range(args.episodes):
         anomaly = str(rng.choice(kinds)) if rng.random() < args.anomaly_rate else None
-        frames, label_dict = render_episode(args.seed * 100_003 + i, anomaly, args.size)
+        frames, label_dict = render_episode(
+            args.seed * 100_003 + i, anomaly, args.size, variation=args.variation
+        )
         yield f"sim{i:04d}", frames, EpisodeLabels.from_dict(label_dict)
 
 
@@ -83,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-topic", default="/camera/image_raw")
     p.add_argument("--fps", type=float, default=12.0, help="stamp spacing of frames")
     p.add_argument("--size", type=int, default=112, help="simulator image size")
+    p.add_argument(
+        "--variation",
+        choices=["full", "station"],
+        default="station",
+        help="simulator scene variation: one fixed robot cell (station) or everything randomised",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--anomaly-rate", type=float, default=0.0)
     p.add_argument("--dataset", help="take episodes from a dataset (e.g. sim_pouring) instead")

@@ -121,7 +121,8 @@ def _fake_simulator(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list
     calls: list[dict] = []
 
     def generate_dataset(out_dir, episodes, size=112, seed=0, progress=True, **kwargs):
-        calls.append({"out_dir": Path(out_dir), "episodes": episodes, "size": size, "seed": seed})
+        calls.append({"out_dir": Path(out_dir), "episodes": episodes, "size": size, "seed": seed,
+                      "variation": kwargs.get("variation")})
         _write_dataset(Path(out_dir), {"train": episodes - 1, "val": 1})
         if fail:
             raise KeyboardInterrupt
@@ -137,13 +138,14 @@ def test_sim_dataset_generated_once_and_cached(
 ) -> None:
     calls = _fake_simulator(monkeypatch)
     root = resolve_dataset("sim_pouring", sim_episodes=3, sim_size=32, progress=False)
-    assert root == tmp_path / "cache" / "sim_pouring-3-32-0"
+    assert root == tmp_path / "cache" / "sim_pouring-station-3-32-0"
     assert calls[0]["episodes"] == 3 and calls[0]["size"] == 32
+    assert calls[0]["variation"] == "station"
     assert calls[0]["out_dir"] != root  # generated elsewhere, renamed when complete
     again = load_dataset_split("sim_pouring", "train", sim_episodes=3, sim_size=32)
     assert len(calls) == 1 and len(again) == 2
     other = resolve_dataset("sim_pouring", cache_dir=tmp_path / "c2", sim_episodes=4)
-    assert other.name == "sim_pouring-4-112-0" and len(calls) == 2
+    assert other.name == "sim_pouring-station-4-112-0" and len(calls) == 2
 
 
 def test_interrupted_sim_generation_leaves_no_cache(

@@ -35,6 +35,10 @@ FOLDER_PREFIX = "folder:"
 DATASET_NAMES = (SIM_DATASET, *REAL_DATASETS, f"{FOLDER_PREFIX}PATH")
 DEFAULT_SIM_EPISODES = 100
 DEFAULT_SIM_SIZE = 112
+# ``sim_pouring`` is one robot cell seen by a fixed camera (objects, layout and lighting vary);
+# the fully randomised variant is generated with ``python -m tcc_model.data.sim_pouring
+# --variation full`` and used as ``folder:PATH``.
+SIM_VARIATION = "station"
 DEFAULT_FRAME_FOLDER_FPS = 30.0
 
 _REAL_DATASET_HELP = {
@@ -72,7 +76,7 @@ def _has_labelled_splits(path: Path) -> bool:
 
 def sim_cache_name(episodes: int, size: int, seed: int, anomaly_rate: float | None = None) -> str:
     """Cache folder name of a generated simulator dataset."""
-    name = f"{SIM_DATASET}-{episodes}-{size}-{seed}"
+    name = f"{SIM_DATASET}-{SIM_VARIATION}-{episodes}-{size}-{seed}"
     return name if anomaly_rate is None else f"{name}-a{anomaly_rate:g}"
 
 
@@ -102,7 +106,12 @@ def _resolve_sim(
     # half-written dataset under the cache name, and concurrent runs do not clash.
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=base))
     try:
-        kwargs: dict = {"size": size, "seed": seed, "progress": progress}
+        kwargs: dict = {
+            "size": size,
+            "seed": seed,
+            "progress": progress,
+            "variation": SIM_VARIATION,
+        }
         if anomaly_rate is not None:
             kwargs["anomaly_rate"] = anomaly_rate
         if workers is not None:
