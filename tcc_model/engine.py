@@ -318,6 +318,19 @@ def _tensorrt_available(manifest: dict[str, Any]) -> str | None:
     return None
 
 
+def _default_device_name() -> str:
+    """``"cuda"`` when ONNX Runtime's CUDA provider or TensorRT is usable, else ``"cpu"``."""
+    if _ort_gpu_available():
+        return "cuda"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "cpu"
+    from tcc_model.utils import pick_device
+
+    return str(pick_device())
+
+
 def _ort_gpu_available() -> bool:
     import onnxruntime as ort
 
@@ -352,10 +365,10 @@ def load_bundle(
     if variant not in manifest.get("variants", {}):
         raise BundleError(f"{bundle}: no {variant!r} variant (available: "
                           f"{sorted(manifest.get('variants', {}))}); export with --quantize-int8")
-    from tcc_model.utils import pick_device
-
-    torch_device = pick_device(device)
-    use_gpu = torch_device.type == "cuda"
+    # Decide on the device without importing torch (a large import the ONNX Runtime path of the
+    # live node does not need): a GPU counts when ONNX Runtime or TensorRT can use one.
+    device_name = str(device) if device is not None else _default_device_name()
+    use_gpu = device_name.startswith("cuda")
     chosen = backend
     if backend == "auto":
         if variant == "fp32" and use_gpu and _tensorrt_available(manifest) is None:
@@ -375,7 +388,7 @@ def load_bundle(
         if variant != "fp32":
             raise BundleError("backend 'tensorrt' uses the precision its engines were built with;"
                               " pass variant='fp32'")
-        runner: _Runner = _TensorRTRunner(bundle, manifest, torch_device)
+        runner: _Runner = _TensorRTRunner(bundle, manifest, device_name)
     elif chosen == "onnxruntime":
         runner = _OnnxRuntimeRunner(bundle, manifest, variant, threads,
                                     use_gpu and _ort_gpu_available())
@@ -383,7 +396,9 @@ def load_bundle(
         if variant != "fp32":
             raise BundleError("backend 'torch' runs the fp32 weights only; pass variant='fp32' "
                               "or use backend='onnxruntime' for int8")
-        runner = _TorchRunner(bundle, manifest, threads, torch_device,
+        from tcc_model.utils import pick_device
+
+        runner = _TorchRunner(bundle, manifest, threads, pick_device(device),
                               model_builder or _default_model_builder)
     engine = InferenceEngine(bundle, manifest, runner, variant)
     log = LOG.info if backend == "auto" else LOG.debug

@@ -372,3 +372,22 @@ def test_benchmark_runs_and_reports(bundle_dir, tmp_path):
                               "--threads", "1", "--batches", "1", "--repeats", "2",
                               "--gemm-size", "128", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["results"]
+
+
+def test_onnxruntime_path_does_not_import_torch(bundle_dir: Path) -> None:
+    """The live node loads bundles through ONNX Runtime without paying for a torch import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tcc_model.engine import load_bundle\n"
+        "import numpy as np\n"
+        f"engine = load_bundle({str(bundle_dir)!r}, backend='auto')\n"
+        "size = engine.preprocess.image_size\n"
+        "engine.embed_frames(np.zeros((3, size, size, 3), np.uint8))\n"
+        "assert engine.backend.startswith('onnxruntime'), engine.backend\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
