@@ -313,8 +313,9 @@ def _diag_values(got) -> dict[str, str]:
 @pytest.mark.ros
 def test_node_publishes_stamped_outputs_and_skips_malformed_frames(ros_graph) -> None:
     monitor = _StandInMonitor()
-    _make_node(ros_graph, monitor)
-    probe, pub, got = _probe(ros_graph)
+    # reliable, deep input QoS: this test checks conversion and counting, not transport losses
+    _make_node(ros_graph, monitor, **{"qos.reliability": "reliable", "qos.depth": 10})
+    probe, pub, got = _probe(ros_graph, reliable_images=True)
     assert _wait(lambda: pub.get_subscription_count() > 0), "node never subscribed to /cam"
     time.sleep(0.3)
     frames = [_image(10, 1), _image(120, 2), _image(0, 3, step=5), _image(220, 4),
@@ -328,11 +329,16 @@ def test_node_publishes_stamped_outputs_and_skips_malformed_frames(ros_graph) ->
     assert [m.phase_id for m in got.phase] == [0, 2, 4, 1]
     assert [m.anomaly for m in got.anomaly] == [False, False, True, False]
     assert got.anomaly[2].kind == "off_trajectory" and got.anomaly[2].threshold == 1.0
-    assert _wait(lambda: got.diag and (_diag_values(got).get("frames_rejected"),
-                                       _diag_values(got).get("frames_processed")) == ("3", "4"), 5)
+    # The 3 malformed frames are rejected when the worker looks at them; one superseded in the
+    # mailbox before that (a loaded machine) is counted as dropped instead, never processed.
+    def settled() -> bool:
+        v = _diag_values(got) if got.diag else {}
+        return (v.get("frames_received"), v.get("frames_processed")) == ("7", "4") and int(
+            v.get("frames_rejected", 0)) + int(v.get("frames_dropped", 0)) == 3
+    assert _wait(settled, 10), _diag_values(got) if got.diag else "no /diagnostics received"
     values = _diag_values(got)
-    assert values["backend"] == "stand-in" and values["frames_received"] == "7"
-    assert "weird" in values["last_rejection"] or "truncated" in values["last_rejection"]
+    assert values["backend"] == "stand-in" and int(values["frames_rejected"]) >= 1
+    assert any(word in values["last_rejection"] for word in ("weird", "truncated", "step"))
 
 
 @pytest.mark.ros
