@@ -258,6 +258,23 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def to_strict_json(report: dict) -> str:
+    """JSON text with NaN/inf written as ``null`` (strict parsers reject bare NaN)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    return json.dumps(clean(report), indent=2, allow_nan=False)
+
+
 def markdown(report: dict) -> str:
     """Human-readable summary of a report."""
     lines = ["# Bag evaluation", ""]
@@ -322,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "bag_eval.json", json.dumps(report, indent=2, default=float))
+    write_text_atomic(out / "bag_eval.json", to_strict_json(report))
     write_text_atomic(out / "bag_eval.md", markdown(report))
     print(markdown(report))
     return 0

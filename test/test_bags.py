@@ -173,3 +173,12 @@ def test_camera_source_replays_bag_episodes_with_their_ground_truth(tmp_path: Pa
     assert replayed[1].anomaly_kind == "stall" and replayed[0].anomaly_kind == ""
     with pytest.raises(BagError, match="/camera/other"):
         list(bag_episode(str(bag), "/camera/other", None))
+
+
+def test_report_json_is_strict() -> None:
+    import json
+
+    from tcc_ros.evaluate_bag import to_strict_json
+
+    text = to_strict_json({"tau": float("nan"), "x": [np.float32(0.5), float("inf")], "n": 2})
+    assert json.loads(text) == {"tau": None, "x": [0.5, None], "n": 2}
