@@ -164,6 +164,7 @@ class ProgressMonitorNode(Node):
         self._reload_request: str | None = None
         self._stopping = False
         self._period_marks = (time.monotonic(), 0, 0)
+        self._started = time.monotonic()
         self._type_error = ""
 
         out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -364,7 +365,12 @@ class ProgressMonitorNode(Node):
         if self._type_error:
             level, message = DiagnosticStatus.ERROR, self._type_error
         elif silent_for is None and s.received == 0:
-            level, message = DiagnosticStatus.WARN, f"no frames received yet on {self.image_topic}"
+            waited = now - self._started
+            if waited > self.no_frame_timeout_s:
+                level = DiagnosticStatus.WARN
+                message = f"no frames received on {self.image_topic} for {waited:.1f} s"
+            else:
+                message = f"waiting for frames on {self.image_topic}"
         elif silent_for is not None and silent_for > self.no_frame_timeout_s:
             level, message = DiagnosticStatus.WARN, f"no frames for {silent_for:.1f} s"
         elif counts["failed"]:

@@ -710,3 +710,17 @@ def test_fast_camera_keeps_memory_flat_and_latency_bounded(demo_bundle) -> None:
     assert processed > 0 and received >= processed
     assert rss_end - rss_start < 30 * 2**20, f"RSS grew {(rss_end - rss_start) / 2**20:.1f} MiB"
     assert float(diag["latency_p99_ms"]) < 1000.0, diag
+
+
+@pytest.mark.ros
+def test_diagnostics_warn_when_no_frames_arrive(ros_graph) -> None:
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    _make_node(ros_graph, _StandInMonitor(), no_frame_timeout_s=1.0)
+    _probe_node, _pub, got = _probe(ros_graph)
+    assert _wait(lambda: any(d.status[0].message.startswith("no frames received")
+                             for d in got.diag), 10), [d.status[0].message for d in got.diag]
+    warned = next(d.status[0] for d in got.diag if d.status[0].message.startswith("no frames"))
+    assert warned.level == DiagnosticStatus.WARN and "/cam" in warned.message
+    assert all(d.status[0].level == DiagnosticStatus.OK for d in got.diag
+               if d.status[0].message.startswith("waiting for frames"))
