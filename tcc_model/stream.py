@@ -327,6 +327,11 @@ class FrameFeatureCache:
 # --------------------------------------------------------------------------------------------
 # Configuration and results
 # --------------------------------------------------------------------------------------------
+# Anomaly scores are each detector's statistic divided by its calibrated threshold (the largest
+# ratio wins), so one fixed threshold applies to every kind.
+ANOMALY_SCORE_THRESHOLD = 1.0
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     """Settings of the streaming monitor. ``None`` thresholds come from the calibration."""
@@ -520,7 +525,7 @@ class _AnomalyTracker:
         self.skip_countdown = max(0, self.skip_countdown - 1)
         kind = max(ratios, key=ratios.get)
         score = ratios[kind]
-        if score <= 1.0:
+        if score <= ANOMALY_SCORE_THRESHOLD:
             self.onset_frame = -1
             return score, "", "", -1
         if self.onset_frame < 0:

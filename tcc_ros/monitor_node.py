@@ -75,7 +75,12 @@ def load_monitor(
     Raises ``ValueError`` naming the bundle or the unknown override.
     """
     from tcc_model.engine import load_bundle
-    from tcc_model.stream import MonitorConfig, ProgressMonitor, ReferenceSet
+    from tcc_model.stream import (
+        ANOMALY_SCORE_THRESHOLD,
+        MonitorConfig,
+        ProgressMonitor,
+        ReferenceSet,
+    )
 
     if not bundle:
         raise ValueError("parameter 'bundle' is empty; set it to an exported bundle directory")
@@ -87,13 +92,11 @@ def load_monitor(
     engine = load_bundle(bundle, backend=backend, threads=threads)
     references = ReferenceSet.load(bundle)
     monitor = ProgressMonitor(references, config=config, engine=engine)
-    threshold = getattr(config, "anomaly_threshold", math.nan)
-    threshold = getattr(monitor, "anomaly_threshold", threshold)
     return LoadedMonitor(
         monitor=monitor,
         backend=str(getattr(engine, "backend", backend)),
         bundle_id=str(getattr(engine, "bundle_id", "")),
-        anomaly_threshold=float(threshold) if threshold is not None else math.nan,
+        anomaly_threshold=ANOMALY_SCORE_THRESHOLD,
     )
 
 

@@ -535,11 +535,13 @@ def _offline_replay(demo) -> dict:
 
     from tcc_model.data.format import load_split
     from tcc_model.monitor_metrics import score_episode, summarize
+    from tcc_model.stream import ANOMALY_SCORE_THRESHOLD
     from tcc_ros.ground_truth import ground_truth_fields
     from tcc_ros.monitor_node import load_monitor
 
     params = yaml.safe_load(PARAMS.read_text())["/**/progress_monitor"]["ros__parameters"]
     loaded = load_monitor(str(demo.bundle), "onnxruntime", 1, params.get("monitor", {}))
+    assert loaded.anomaly_threshold == ANOMALY_SCORE_THRESHOLD  # what /tcc/anomaly publishes
     scores = []
     for episode in load_split(demo.data, "test"):
         loaded.monitor.reset()
@@ -557,6 +559,8 @@ def _offline_replay(demo) -> dict:
             gt_phase=[t["phase_id"] for t in truth],
             gt_anomaly_mask=[t["anomaly"] for t in truth],
             anomalous=episode.labels.anomaly is not None))
+        flagged = [r.anomaly for r in results]
+        assert flagged == [r.anomaly_score > ANOMALY_SCORE_THRESHOLD for r in results]
     return summarize(scores)
 
 
