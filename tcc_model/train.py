@@ -61,6 +61,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "sim_episodes": None,
         "sim_size": None,
         "sim_seed": 0,
+        "exclude_anomalous": True,
     },
     "model": ModelConfig().to_dict(),
     "algo": AlgoConfig().to_dict(),
@@ -68,6 +69,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "steps": 150000,
         "batch_size": 2,
         "lr": 1e-4,
+        "lr_schedule": "constant",
+        "warmup_steps": 0,
         "weight_decay": 0.0,
         "seed": 0,
         "device": None,
@@ -364,6 +367,9 @@ class Trainer:
             except ValueError as exc:  # no val split: train without validation
                 self._log(f"no validation ({exc})")
                 val_episodes = []
+        if d["exclude_anomalous"]:
+            train_episodes = self._normal_only(train_episodes, "train")
+            val_episodes = self._normal_only(val_episodes, "val")
         self.train_episodes, self.val_episodes = list(train_episodes), list(val_episodes)
         clip_args = dict(
             num_frames=int(d["num_frames"]),
@@ -401,6 +407,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             params, lr=float(t["lr"]), weight_decay=float(t["weight_decay"])
         )
+        self.lr_at(self.total_steps)  # reject an unknown train.lr_schedule before any work
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
         self.step = 0
         if t["compile"]:
@@ -428,6 +435,36 @@ class Trainer:
             sim_seed=int(d["sim_seed"]),
             progress=self.rank == 0,
         )
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of ``step``: linear warmup, then ``train.lr_schedule`` (a pure function
+        of the step, so ``--resume`` continues the schedule exactly)."""
+        t = self.config["train"]
+        base, warmup = float(t["lr"]), int(t["warmup_steps"])
+        if step < warmup:
+            return base * (step + 1) / warmup
+        schedule = t["lr_schedule"]
+        if schedule == "constant":
+            return base
+        if schedule == "cosine":
+            span = max(self.total_steps - warmup, 1)
+            return base * 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
+        raise TrainError(f"train.lr_schedule {schedule!r}: expected 'constant' or 'cosine'")
+
+    def _normal_only(self, episodes: Sequence[Any], split: str) -> list:
+        """Drop episodes labelled with an anomaly: every video must show the same task."""
+        normal = [e for e in episodes if getattr(e.labels, "anomaly", None) is None]
+        if len(normal) < len(episodes):
+            self._log(
+                f"{split}: using {len(normal)} normal episodes, excluded "
+                f"{len(episodes) - len(normal)} with an anomaly (data.exclude_anomalous)"
+            )
+        if episodes and not normal:
+            raise TrainError(
+                f"every {split} episode is labelled anomalous; set "
+                "--set data.exclude_anomalous=false to train on them anyway"
+            )
+        return normal
 
     def _log(self, message: str) -> None:
         if self.rank == 0:
@@ -572,6 +609,8 @@ class Trainer:
         tic, clips = time.perf_counter(), 0
         try:
             for batch in loader:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.lr_at(self.step)
                 loss, parts = self.loss_for(batch, self.step)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()

@@ -338,3 +338,37 @@ def test_ddp_two_gloo_processes_match_single_process(toy, tmp_path):
     for key in params:
         torch.testing.assert_close(ddp["model"][key], state[key], rtol=1e-4, atol=1e-6, msg=key)
     assert copy.deepcopy(ddp["config"]["train"]["batch_size"]) == 2
+
+
+def test_cosine_schedule_warms_up_decays_and_is_applied(toy, tmp_path):
+    config = small_config(steps=10, lr_schedule="cosine", warmup_steps=4)
+    trainer = Trainer(config, tmp_path, train_episodes=load_split(toy, "train"), val_episodes=[])
+    rates = [trainer.lr_at(s) for s in range(10)]
+    assert rates[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert rates[4] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(rates[4:], rates[5:]))  # strictly decaying after warmup
+    assert trainer.lr_at(10) == pytest.approx(0.0, abs=1e-12)
+    trainer.train()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(rates[9])
+
+
+def test_unknown_schedule_is_rejected_before_training(toy, tmp_path):
+    config = small_config(lr_schedule="step")
+    with pytest.raises(ValueError, match="lr_schedule 'step'"):
+        Trainer(config, tmp_path, train_episodes=load_split(toy, "train"), val_episodes=[])
+
+
+def test_anomalous_episodes_are_excluded_unless_asked(toy, tmp_path):
+    episodes = load_split(toy, "train")
+    flagged = copy.deepcopy(episodes)
+    flagged[0].labels.anomaly = "drop"
+    trainer = Trainer(small_config(), tmp_path / "a", train_episodes=flagged, val_episodes=[])
+    assert [e.name for e in trainer.train_episodes] == [e.name for e in episodes[1:]]
+    config = small_config()
+    config["data"]["exclude_anomalous"] = False
+    trainer = Trainer(config, tmp_path / "b", train_episodes=flagged, val_episodes=[])
+    assert len(trainer.train_episodes) == len(episodes)
+    for e in flagged:
+        e.labels.anomaly = "stall"
+    with pytest.raises(ValueError, match="exclude_anomalous=false"):
+        Trainer(small_config(), tmp_path / "c", train_episodes=flagged, val_episodes=[])
