@@ -3,8 +3,8 @@
 Episodes are fed frame by frame. Two sources of embeddings:
 
 * ``--bundle B --dataset sim_pouring``: references from ``--ref-split`` normal episodes, thresholds
-  calibrated on ``--calib-split`` normal episodes, evaluation on ``--split`` (normal + anomalies),
-  all embedded with the bundle's engine;
+  calibrated on ``--calib-split`` normal episodes, evaluation on ``--split`` (normal + anomalies)
+  of ``--test-dataset`` (default: the same dataset), all embedded with the bundle's engine;
 * ``--synthetic`` (default without ``--bundle``): embeddings generated along a smooth random curve
   with the pouring simulator's timing statistics (per-segment speeds, short natural pauses, and the
   anomalies ``stall``, ``reversed``, ``drop`` (leaves the trajectory), ``skip`` (a phase never
@@ -192,7 +192,7 @@ def bundle_data(args: argparse.Namespace) -> tuple[ReferenceSet, list, list]:
 
     calib_eps = normal_episodes(load_episodes(args.dataset, args.calib_split), args.calib_episodes)
     calib = [to_eval(e) for e in calib_eps]
-    test_eps = load_episodes(args.dataset, args.split)
+    test_eps = load_episodes(args.test_dataset or args.dataset, args.split)
     normals = [e for e in test_eps if e.labels.anomaly is None][: args.normal_episodes]
     anomalous = [e for e in test_eps if e.labels.anomaly is not None]
     tests = [to_eval(e) for e in normals + anomalous]
@@ -287,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", help="bundle directory: embed real episodes with its engine")
     p.add_argument("--dataset", default="sim_pouring")
     p.add_argument("--split", default="test")
+    p.add_argument(
+        "--test-dataset",
+        default=None,
+        help="evaluate on --split of this dataset instead (e.g. a larger held-out generated set)",
+    )
     p.add_argument("--ref-split", default="train")
     p.add_argument("--calib-split", default="val")
     p.add_argument("--backend", default="auto")
@@ -303,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.bundle:
             references, calib, tests = bundle_data(args)
-            source = f"bundle {args.bundle} on {args.dataset}/{args.split}"
+            source = (
+                f"bundle {args.bundle}: references and calibration from {args.dataset}, "
+                f"evaluation on {args.test_dataset or args.dataset}/{args.split}"
+            )
         else:
             references, calib, tests = synthetic_data(args)
             source = f"synthetic trajectories (D={args.dim}, noise {args.noise}, seed {args.seed})"
@@ -354,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             "distance_threshold",
             "stall_seconds",
             "backwards_threshold",
+            "skip_threshold",
         )
     }
     print("\n" + json.dumps({"source": source, "thresholds": thresholds, "results": rows}))

@@ -212,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"calibration ({cal['method']}, {cal['num_episodes']} episodes / {cal['num_frames']} "
         f"frames, false-alarm rate {cal['false_alarm_rate']} per episode): temperature "
         f"{cal['temperature']:.4g}, distance threshold {cal['distance_threshold']:.4g}, "
-        f"stall {cal['stall_seconds']:.2f} s, backwards {cal['backwards_threshold']:.3f}"
+        f"stall {cal['stall_seconds']:.2f} s, backwards {cal['backwards_threshold']:.3f}, "
+        f"phase skip {cal['skip_threshold']:.2f}"
     )
     if cal["method"] != "conformal":
         needed = cal["episodes_needed_for_conformal"]

@@ -21,8 +21,9 @@ key events), its uncertainty the posterior std, the phase the argmax of posterio
 with hysteresis. Anomalies: ``off_trajectory`` (distance to the aligned band above a conformal
 threshold for m of the last n frames), ``stalled`` (no progress for longer than any nominal run
 stalled, outside rest phases), ``backwards`` (progress fell back from its peak by more than any
-nominal run did), ``phase_skipped`` (the committed phase jumped over a phase that never gathered
-posterior mass).
+nominal run did), ``phase_skipped`` (the committed phase jumped over a phase whose posterior
+probability stayed low: the evidence is one minus that phase's peak probability since the last
+phase change, thresholded like the other statistics).
 """
 
 from __future__ import annotations
@@ -345,7 +346,6 @@ class MonitorConfig:
     evidence_decay: float = 0.95
     temperature: float | None = None
     phase_margin: float = 0.1
-    phase_min_frames: int = 2
     distance_threshold: float | None = None
     off_trajectory_m: int = 3
     off_trajectory_n: int = 5
@@ -354,6 +354,7 @@ class MonitorConfig:
     rest_phases: tuple[str, ...] = ()
     end_progress: float = 0.97
     backwards_threshold: float | None = None
+    skip_threshold: float | None = None
     skip_hold_frames: int = 5
     fps: float | None = None
 
@@ -414,6 +415,7 @@ class Thresholds:
     distance: float
     stall_seconds: float
     backwards: float
+    skip: float
 
 
 class EmbeddingEngine(Protocol):
@@ -431,34 +433,37 @@ class EmbeddingEngine(Protocol):
 # Shared trackers: phase with hysteresis, anomaly rules
 # --------------------------------------------------------------------------------------------
 class _PhaseTracker:
-    """Argmax of phase probabilities with hysteresis; reports phases jumped over.
+    """Argmax of phase probabilities with hysteresis; reports the phases jumped over.
 
-    A phase between the committed one and the next committed one counts as skipped when it was
-    the argmax for fewer than ``min_frames`` frames in between.
+    When the committed phase jumps over phases, the skip evidence is ``1 - peak``, the largest
+    over the jumped phases, where ``peak`` is a phase's highest probability since the last change.
     """
 
-    def __init__(self, num_phases: int, margin: float, min_frames: int) -> None:
-        self.num_phases, self.margin, self.min_frames = num_phases, margin, min_frames
+    def __init__(self, num_phases: int, margin: float) -> None:
+        self.num_phases, self.margin = num_phases, margin
         self.reset()
 
     def reset(self) -> None:
         self.current = -1
-        self.argmax_frames = np.zeros(self.num_phases, dtype=np.int64)
+        self.peak = np.zeros(self.num_phases)
 
-    def update(self, probs: np.ndarray) -> tuple[int, float, list[int]]:
+    def update(self, probs: np.ndarray) -> tuple[int, float, list[int], float]:
+        """``(phase, confidence, jumped-over phases, skip evidence in [0, 1])``."""
         if self.num_phases == 0:
-            return -1, float("nan"), []
+            return -1, float("nan"), [], 0.0
         best = int(np.argmax(probs))
-        self.argmax_frames[best] += 1
-        skipped: list[int] = []
+        np.maximum(self.peak, probs, out=self.peak)
+        jumped: list[int] = []
+        evidence = 0.0
         if self.current < 0:
             self.current = best
         elif best != self.current and probs[best] >= probs[self.current] + self.margin:
-            between = range(self.current + 1, best)
-            skipped = [p for p in between if self.argmax_frames[p] < self.min_frames]
+            jumped = list(range(self.current + 1, best))
+            if jumped:
+                evidence = float(np.max(1.0 - self.peak[jumped]))
             self.current = best
-            self.argmax_frames[:] = 0
-        return self.current, float(probs[self.current]), skipped
+            self.peak[:] = probs
+        return self.current, float(probs[self.current]), jumped, evidence
 
 
 class _AnomalyTracker:
@@ -477,9 +482,10 @@ class _AnomalyTracker:
         self.anchor_time = 0.0
         self.peak = -math.inf
         self.skip_countdown = 0
+        self.skip_evidence = 0.0
         self.skip_text = ""
         self.onset_frame = -1
-        self.statistics = {"distance": 0.0, "stall_seconds": 0.0, "backwards": 0.0}
+        self.statistics = {"distance": 0.0, "stall_seconds": 0.0, "backwards": 0.0, "skip": 0.0}
 
     def update(
         self,
@@ -488,7 +494,8 @@ class _AnomalyTracker:
         progress: float,
         distance: float,
         phase_id: int,
-        skipped: list[int],
+        jumped: list[int],
+        skip_evidence: float,
         previous_phase: int,
     ) -> tuple[float, str, str, int]:
         cfg, thr = self.config, self.thresholds
@@ -508,19 +515,27 @@ class _AnomalyTracker:
         # backwards: fall from the running peak.
         self.peak = max(self.peak, progress)
         back = self.peak - progress
-        if skipped:
+        if jumped:  # a skip's evidence is held for skip_hold_frames frames
             self.skip_countdown = cfg.skip_hold_frames
-            names = ", ".join(self._name(p) for p in skipped)
+            self.skip_evidence = skip_evidence
+            names = ", ".join(self._name(p) for p in jumped)
             self.skip_text = (
-                f"phase(s) {names} skipped: {self._name(previous_phase)} -> {self._name(phase_id)}"
+                f"phase(s) {names} skipped: {self._name(previous_phase)} -> {self._name(phase_id)} "
+                f"(peak probability {1.0 - skip_evidence:.2f}, limit {1.0 - thr.skip:.2f})"
             )
-        self.statistics = {"distance": dist_stat, "stall_seconds": stall_s, "backwards": back}
+        skip = self.skip_evidence if self.skip_countdown > 0 else 0.0
+        self.statistics = {
+            "distance": dist_stat,
+            "stall_seconds": stall_s,
+            "backwards": back,
+            "skip": skip,
+        }
 
         ratios = {
             "off_trajectory": _ratio(dist_stat, thr.distance),
             "stalled": _ratio(stall_s, thr.stall_seconds),
             "backwards": _ratio(back, thr.backwards),
-            "phase_skipped": 1.0 + 1e-9 if self.skip_countdown > 0 else 0.0,
+            "phase_skipped": _ratio(skip, thr.skip),
         }
         self.skip_countdown = max(0, self.skip_countdown - 1)
         kind = max(ratios, key=ratios.get)
@@ -593,11 +608,13 @@ class _MonitorBase:
             distance=_pick(self.config.distance_threshold, cal.get("distance_threshold"), inf),
             stall_seconds=_pick(self.config.stall_seconds, cal.get("stall_seconds"), inf),
             backwards=_pick(self.config.backwards_threshold, cal.get("backwards_threshold"), inf),
+            skip=_pick(self.config.skip_threshold, cal.get("skip_threshold"), inf),
         )
         configured = (
             self.config.distance_threshold,
             self.config.stall_seconds,
             self.config.backwards_threshold,
+            self.config.skip_threshold,
         )
         if all(v is None for v in configured) and not any(
             map(math.isfinite, astuple(self.thresholds))
@@ -609,9 +626,7 @@ class _MonitorBase:
         fps = self.config.fps or references.frame_rate
         self.fps = fps if math.isfinite(fps) and fps > 0 else 10.0
         self.num_phases = len(references.phase_names)
-        self._phase = _PhaseTracker(
-            self.num_phases, self.config.phase_margin, self.config.phase_min_frames
-        )
+        self._phase = _PhaseTracker(self.num_phases, self.config.phase_margin)
         self._anomaly = _AnomalyTracker(self.thresholds, self.config, references.phase_names)
         self.frame_index = 0
         self.invalid_frames = 0
@@ -676,10 +691,10 @@ class _MonitorBase:
         out = self._align(emb)
         phase_probs = out.pop("phase_probs")
         previous = self._phase.current
-        phase_id, confidence, skipped = self._phase.update(phase_probs)
+        phase_id, confidence, jumped, skip_evidence = self._phase.update(phase_probs)
         phase_progress = out.pop("phase_progress_fn")(phase_id)
         score, kind, description, since = self._anomaly.update(
-            index, t, out["progress"], out["distance"], phase_id, skipped, previous
+            index, t, out["progress"], out["distance"], phase_id, jumped, skip_evidence, previous
         )
         return FrameResult(
             frame_index=index,
@@ -989,6 +1004,7 @@ def calibrate(
     margin: float = 1.2,
     min_stall_seconds: float = 1.0,
     min_backwards: float = 0.03,
+    min_skip_evidence: float = 0.5,
     progress: Sequence[np.ndarray] | None = None,
     phase_ids: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Any]:
@@ -1000,9 +1016,12 @@ def calibrate(
        progress MAE + ``PHASE_ERROR_WEIGHT`` x phase error rate; else
        :data:`DEFAULT_TEMPERATURE_FACTOR`. ``config.temperature`` overrides both.
     2. final pass: per-episode maxima of the off-trajectory statistic (m-th largest distance of
-       the last n frames), stall duration and backward fall; each threshold is the split-conformal
-       quantile at ``false_alarm_rate / 3`` (Bonferroni over the three detectors), so a nominal
-       episode raises any alarm with probability <= ``false_alarm_rate``.
+       the last n frames), stall duration, backward fall and phase-skip evidence; each threshold
+       is the split-conformal quantile at ``false_alarm_rate / 4`` (Bonferroni over the four
+       detectors), so a nominal episode raises any alarm with probability <= ``false_alarm_rate``.
+       The ``min_*`` floors keep a detector from firing on any tiny value when the calibration
+       episodes never showed one; a skip threshold >= 1 switches that detector off (normal runs
+       skip phases as confidently as anomalies would).
 
     Returns the calibration dict (also stored in ``references.calibration``).
     """
@@ -1015,7 +1034,11 @@ def calibrate(
             raise ValueError(f"calibrate: {name} must give one value per frame of every episode")
     base = config or MonitorConfig()
     free = replace(
-        base, distance_threshold=math.inf, stall_seconds=math.inf, backwards_threshold=math.inf
+        base,
+        distance_threshold=math.inf,
+        stall_seconds=math.inf,
+        backwards_threshold=math.inf,
+        skip_threshold=math.inf,
     )
     stamp_list = list(stamps) if stamps is not None else [None] * len(episodes)
 
@@ -1048,7 +1071,12 @@ def calibrate(
         factor = DEFAULT_TEMPERATURE_FACTOR
         temperature = scale * factor
     monitor = ProgressMonitor(references, replace(free, temperature=temperature))
-    per_episode = {"distance": [], "stall_seconds": [], "backwards": []}
+    per_episode: dict[str, list[float]] = {
+        "distance": [],
+        "stall_seconds": [],
+        "backwards": [],
+        "skip": [],
+    }
     frames = 0
     for emb, st in zip(episodes, stamp_list):
         monitor.reset()
@@ -1061,14 +1089,15 @@ def calibrate(
                     peaks[key] = max(peaks[key], value)
         for key in per_episode:
             per_episode[key].append(peaks[key])
-    alpha = false_alarm_rate / 3.0
+    alpha = false_alarm_rate / 4.0
     dist_thr, method = conformal_upper(per_episode["distance"], alpha, margin)
     stall_thr, _ = conformal_upper(per_episode["stall_seconds"], alpha, margin)
     back_thr, _ = conformal_upper(per_episode["backwards"], alpha, margin)
+    skip_thr, _ = conformal_upper(per_episode["skip"], alpha, margin)
     calibration = {
         "method": method,
         "description": "per-episode maxima of detector statistics on held-out normal episodes; "
-        "split-conformal quantile at false_alarm_rate/3 per detector (max x margin when too few "
+        "split-conformal quantile at false_alarm_rate/4 per detector (max x margin when too few "
         "episodes)",
         "false_alarm_rate": false_alarm_rate,
         "episodes_needed_for_conformal": math.ceil((1 - alpha) / alpha),
@@ -1082,6 +1111,7 @@ def calibrate(
         "distance_threshold": dist_thr,
         "stall_seconds": max(stall_thr, min_stall_seconds),
         "backwards_threshold": max(back_thr, min_backwards),
+        "skip_threshold": max(skip_thr, min_skip_evidence),
         "off_trajectory_m": base.off_trajectory_m,
         "off_trajectory_n": base.off_trajectory_n,
         "aligned_distance_quantiles": {

@@ -18,6 +18,7 @@ from tcc_model.stream import (
     NearestNeighborMonitor,
     ProgressMonitor,
     ReferenceSet,
+    _PhaseTracker,
     calibrate,
     conformal_upper,
 )
@@ -177,6 +178,33 @@ def test_phase_jump_flags_phase_skipped(path, calibrated):
     skipped = [r for r in results if r.anomaly_kind == "phase_skipped"]
     assert skipped and "pour" in skipped[0].anomaly_description
     assert 50 <= skipped[0].frame_index <= 56
+
+
+def test_skip_evidence_is_one_minus_the_peak_of_the_jumped_phase():
+    tracker = _PhaseTracker(num_phases=4, margin=0.1)
+    assert tracker.update(np.array([0.9, 0.1, 0.0, 0.0]))[0] == 0
+    assert tracker.update(np.array([0.6, 0.3, 0.1, 0.0]))[0] == 0  # phase 1 peaks at 0.3
+    phase, _, jumped, evidence = tracker.update(np.array([0.1, 0.2, 0.7, 0.0]))
+    assert (phase, jumped) == (2, [1])
+    assert evidence == pytest.approx(0.7)
+    phase, _, jumped, evidence = tracker.update(np.array([0.0, 0.0, 0.1, 0.9]))
+    assert (phase, jumped, evidence) == (3, [], 0.0)  # consecutive phase: no skip
+
+
+def test_skip_detector_switches_off_when_normal_runs_skip_confidently(path):
+    # Normal calibration runs that jump over "pour" as well: a jump is no evidence of an anomaly.
+    refs = make_references([path, path], [100, 140])
+    rng = np.random.default_rng(7)
+    truths = []
+    for i in range(24):
+        s = warp(int(rng.integers(80, 160)), rng.uniform(0.7, 1.4))
+        truths.append(s[(s < 0.5) | (s >= 0.75)] if i % 3 == 0 else s)
+    episodes = [live(path, s, seed=100 + i) for i, s in enumerate(truths)]
+    cal = calibrate(refs, episodes, false_alarm_rate=0.05)
+    assert cal["skip_threshold"] >= 1.0
+    s = np.concatenate([np.linspace(0, 0.35, 50), np.linspace(0.85, 1.0, 30)])
+    results = ProgressMonitor(refs).run(live(path, s))
+    assert not any(r.anomaly_kind == "phase_skipped" for r in results)
 
 
 def test_several_references_pick_the_matching_one():
