@@ -14,6 +14,7 @@ os.environ.setdefault("LP_NUM_THREADS", "1")
 
 pytest.importorskip("mujoco")
 
+from tcc_model.data import sim_pouring  # noqa: E402
 from tcc_model.data.format import (  # noqa: E402
     ANOMALY_TYPES,
     SPLITS,
@@ -188,3 +189,30 @@ def test_failed_generation_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="no valid simulation"):
         generate_dataset(tmp_path / "ds", 1, size=32, progress=False, min_frames=1, max_frames=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def _die_on_first_call(plan, root: Path, settings):
+    """Stand-in for ``_generate_one`` in a spawned worker: the first call kills its process."""
+    marker = root.parent / f"{plan.name}.crashed"
+    if not marker.exists():
+        marker.write_text("")
+        os._exit(1)
+    return sim_pouring._generate_one(plan, root, settings)
+
+
+def _always_die(plan, root: Path, settings):
+    os._exit(1)
+
+
+@pytest.mark.slow
+def test_a_dead_rendering_process_is_restarted_and_output_unchanged(tmp_path, monkeypatch, capsys):
+    kwargs = dict(size=SIZE, seed=3, fps=12.0, progress=False, workers=1, **SHORT)
+    reference = generate_dataset(tmp_path / "ref", 2, **kwargs)
+    monkeypatch.setattr(sim_pouring, "_generate_one", _die_on_first_call)
+    crashed = generate_dataset(tmp_path / "crashed", 2, **kwargs)
+    assert _digests(crashed) == _digests(reference)
+    assert "restarting the pool" in capsys.readouterr().err
+    monkeypatch.setattr(sim_pouring, "_generate_one", _always_die)
+    with pytest.raises(RuntimeError, match="crashed 4 times"):
+        generate_dataset(tmp_path / "never", 1, **kwargs)
+    assert not (tmp_path / "never").exists()

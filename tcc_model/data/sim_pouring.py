@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
 from multiprocessing import get_context
@@ -369,6 +370,10 @@ def _manifest(
     }
 
 
+#: times a crashed pool of rendering processes is restarted before generation gives up
+MAX_POOL_RESTARTS = 3
+
+
 def _run_jobs(
     plans: Sequence[EpisodePlan],
     staging: Path,
@@ -376,29 +381,53 @@ def _run_jobs(
     workers: int,
     progress: bool,
 ) -> list[dict[str, Any]]:
-    """Generate every planned episode in ``workers`` spawned processes, with a progress bar."""
+    """Generate every planned episode in ``workers`` spawned processes, with a progress bar.
+
+    A rendering process that dies (a segfault in the GL stack) breaks the whole pool: the pool is
+    restarted for the episodes not written yet, up to :data:`MAX_POOL_RESTARTS` times. Episodes
+    are pure functions of their plan, so a re-rendered episode is identical.
+    """
     from tqdm import tqdm
 
-    summaries: list[dict[str, Any]] = []
+    summaries: dict[str, dict[str, Any]] = {}
     context = get_context("spawn")
-    with (
-        ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool,
-        tqdm(total=len(plans), unit="ep", disable=not progress, desc=DATASET_NAME) as bar,
-    ):
-        pending = {pool.submit(_generate_one, plan, staging, settings) for plan in plans}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    summary = future.result()  # re-raises a worker's error
-                    summaries.append(summary)
-                    bar.update(1)
-                    bar.set_postfix(frames=sum(s["num_frames"] for s in summaries))
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-    return sorted(summaries, key=lambda s: s["name"])
+    restarts = 0
+    with tqdm(total=len(plans), unit="ep", disable=not progress, desc=DATASET_NAME) as bar:
+        while len(summaries) < len(plans):
+            remaining = [p for p in plans if p.name not in summaries]
+            try:
+                with ProcessPoolExecutor(
+                    workers, mp_context=context, initializer=_init_worker
+                ) as pool:
+                    pending = {pool.submit(_generate_one, p, staging, settings) for p in remaining}
+                    try:
+                        while pending:
+                            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                            for future in done:
+                                summary = future.result()  # re-raises a worker's error
+                                summaries[summary["name"]] = summary
+                                bar.update(1)
+                                bar.set_postfix(
+                                    frames=sum(s["num_frames"] for s in summaries.values())
+                                )
+                    except BaseException:
+                        for future in pending:
+                            future.cancel()
+                        raise
+            except BrokenProcessPool as exc:
+                restarts += 1
+                if restarts > MAX_POOL_RESTARTS:
+                    raise RuntimeError(
+                        f"rendering processes crashed {restarts} times; check the GL setup "
+                        "(MUJOCO_GL=egl needs EGL/Mesa) or run with --workers 1"
+                    ) from exc
+                print(
+                    f"warning: a rendering process died ({exc}); restarting the pool for "
+                    f"{len(plans) - len(summaries)} remaining episodes",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return sorted(summaries.values(), key=lambda s: s["name"])
 
 
 def generate_dataset(
