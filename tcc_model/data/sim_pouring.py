@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
@@ -402,7 +402,7 @@ def _run_jobs(
                     pending = {pool.submit(_generate_one, p, staging, settings) for p in remaining}
                     try:
                         while pending:
-                            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                            done, pending = wait(pending, return_when=FIRST_COMPLETED)
                             for future in done:
                                 summary = future.result()  # re-raises a worker's error
                                 summaries[summary["name"]] = summary
