@@ -128,7 +128,8 @@ sim-eval: env
 	$(PY) benchmarks/bench_stream.py --bundle $(SIM_EVAL_DIR)/bundle \
 	  --dataset folder:$(SIM_EVAL_DIR)/data --test-dataset folder:$(SIM_EVAL_DIR)/heldout --split test
 	for app in transfer retrieve anomaly; do $(PY) -m tcc_model.applications $$app \
-	  --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt --dataset folder:$(SIM_EVAL_DIR)/data; done
+	  --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt --dataset folder:$(SIM_EVAL_DIR)/data \
+	  --out $(SIM_EVAL_DIR)/applications/$$app; done
 	$(PY) benchmarks/baselines.py --dataset folder:$(SIM_EVAL_DIR)/data \
 	  --config config/train/sim_pouring.yaml --steps 500 --seeds 0 --models light \
 	  --out $(SIM_EVAL_DIR)/baselines

@@ -453,7 +453,7 @@ class Trainer:
 
     def _normal_only(self, episodes: Sequence[Any], split: str) -> list:
         """Drop episodes labelled with an anomaly: every video must show the same task."""
-        normal = [e for e in episodes if getattr(e.labels, "anomaly", None) is None]
+        normal = [e for e in episodes if e.labels.anomaly is None]
         if len(normal) < len(episodes):
             self._log(
                 f"{split}: using {len(normal)} normal episodes, excluded "
