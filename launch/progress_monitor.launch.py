@@ -5,7 +5,7 @@
 
 Starts the same processes as ``python -m tcc_ros.monitor`` (which works without ``ros2``): the
 monitor node with ``params_file``, the console view, and optionally a demo camera replaying a
-dataset with ground truth.
+dataset with ground truth. Launch arguments override the same keys of ``params_file``.
 """
 
 import os
@@ -25,13 +25,17 @@ def generate_launch_description() -> LaunchDescription:
     )
     bundle = LaunchConfiguration("bundle")
     image_topic = LaunchConfiguration("image_topic")
-    namespace = LaunchConfiguration("namespace")
+    namespace = LaunchConfiguration("output_namespace")
+    compressed = LaunchConfiguration("compressed")
     arguments = [
         DeclareLaunchArgument("bundle", description="exported bundle directory"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
                               description="camera topic (sensor_msgs/Image)"),
-        DeclareLaunchArgument("namespace", default_value="/tcc",
-                              description="namespace of the monitor outputs"),
+        DeclareLaunchArgument("output_namespace", default_value="/tcc",
+                              description="prefix of the output topics (progress, phase, "
+                              "alignment, anomaly, reset, reload); the node itself keeps its name"),
+        DeclareLaunchArgument("compressed", default_value="false",
+                              description="true: sensor_msgs/CompressedImage on image_topic"),
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="parameter file of the progress_monitor node"),
         DeclareLaunchArgument("use_console", default_value="true",
@@ -49,7 +53,12 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         parameters=[
             LaunchConfiguration("params_file"),
-            {"bundle": bundle, "image_topic": image_topic, "output_namespace": namespace},
+            {
+                "bundle": bundle,
+                "image_topic": image_topic,
+                "output_namespace": namespace,
+                "compressed": compressed,
+            },
         ],
     )
     console = Node(
@@ -70,6 +79,7 @@ def generate_launch_description() -> LaunchDescription:
             "--split", LaunchConfiguration("demo_split"),
             "--rate", LaunchConfiguration("demo_rate"),
             "--image-topic", image_topic,
+            "--compressed", compressed,
             "--ground-truth-topic", [namespace, "/ground_truth"],
             "--reset-topic", [namespace, "/reset"],
         ],

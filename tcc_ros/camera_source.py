@@ -127,6 +127,16 @@ _TRUTH_FIELDS = ("episode", "frame_index", "num_frames", "phase_id", "phase_name
                  "anomaly", "anomaly_kind")
 
 
+def _truthy(text: str) -> bool:
+    """``true``/``false`` (any case, also 1/0, yes/no) as given by a launch argument."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="camera_source", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -147,7 +157,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--image-topic", default="/camera/image_raw")
     p.add_argument("--ground-truth-topic", default="/tcc/ground_truth")
     p.add_argument("--reset-topic", default="/tcc/reset")
-    p.add_argument("--compressed", action="store_true", help="publish JPEG CompressedImage")
+    p.add_argument("--compressed", nargs="?", const=True, default=False, type=_truthy,
+                   help="publish JPEG CompressedImage (also --compressed true|false)")
     p.add_argument("--reliable", action="store_true", help="reliable QoS (default best effort)")
     p.add_argument("--loop", action="store_true", help="start over at the end of the stream")
     p.add_argument("--episode-gap", type=float, default=0.5,

@@ -187,6 +187,33 @@ def test_launch_parameters_exist_in_the_params_file_and_cli_flags_exist() -> Non
             console_args(list(itertools.chain.from_iterable((f, "/x") for f in flags)))
 
 
+def test_launch_gives_camera_and_monitor_the_same_image_settings() -> None:
+    nodes = {ast.literal_eval(n["executable"]): n for n in _launch_nodes()}
+    overrides = next(e for e in nodes["progress_monitor"]["parameters"].elts
+                     if isinstance(e, ast.Dict))
+    monitor = {ast.literal_eval(k): ast.unparse(v) for k, v in zip(overrides.keys,
+                                                                    overrides.values)}
+    camera = [ast.unparse(e) for e in nodes["camera_source"]["arguments"].elts]
+    for flag, key in (("'--image-topic'", "image_topic"), ("'--compressed'", "compressed")):
+        assert camera[camera.index(flag) + 1] == monitor[key], flag
+    declared = {ast.literal_eval(c.args[0]) for c in ast.walk(ast.parse(LAUNCH.read_text()))
+                if isinstance(c, ast.Call) and getattr(c.func, "id", None)
+                == "DeclareLaunchArgument"}
+    assert {"bundle", "image_topic", "output_namespace", "compressed"} <= declared
+
+
+def test_camera_compressed_flag_takes_a_launch_value() -> None:
+    from tcc_ros.camera_source import parse_args as camera_args
+
+    base = ["--dataset", "sim_pouring"]
+    assert camera_args(base).compressed is False
+    assert camera_args([*base, "--compressed"]).compressed is True
+    assert camera_args([*base, "--compressed", "false"]).compressed is False
+    assert camera_args([*base, "--compressed", "True"]).compressed is True
+    with pytest.raises(SystemExit):
+        camera_args([*base, "--compressed", "maybe"])
+
+
 # ------------------------------------------------------------------------------------------------
 # In-process: the node with a stand-in monitor
 # ------------------------------------------------------------------------------------------------
