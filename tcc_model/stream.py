@@ -46,6 +46,12 @@ from tcc_model.utils import atomic_path, write_text_atomic
 REFERENCES_NPZ = "references.npz"
 REFERENCES_JSON = "references.json"
 REFERENCES_FORMAT_VERSION = 1
+CALIBRATED_THRESHOLDS = (
+    "distance_threshold",
+    "stall_seconds",
+    "backwards_threshold",
+    "skip_threshold",
+)  # the calibration keys read by the monitors, in MonitorConfig order
 ANOMALY_KINDS = ("off_trajectory", "stalled", "backwards", "phase_skipped")
 _LOG = logging.getLogger(__name__)
 
@@ -622,6 +628,17 @@ class _MonitorBase:
             _LOG.warning(
                 "references are not calibrated and no thresholds are configured: anomaly "
                 "detection is off; run `python -m tcc_model.reference` or set MonitorConfig"
+            )
+        missing = [
+            key
+            for key, value in zip(CALIBRATED_THRESHOLDS, configured)
+            if cal and value is None and key not in cal
+        ]
+        if missing:
+            _LOG.warning(
+                "the references' calibration has no %s (made by an older version): those "
+                "detectors are off; run `python -m tcc_model.reference` again to calibrate them",
+                ", ".join(missing),
             )
         fps = self.config.fps or references.frame_rate
         self.fps = fps if math.isfinite(fps) and fps > 0 else 10.0

@@ -207,6 +207,21 @@ def test_skip_detector_switches_off_when_normal_runs_skip_confidently(path):
     assert not any(r.anomaly_kind == "phase_skipped" for r in results)
 
 
+def test_calibration_without_a_skip_threshold_is_reported(path, calibrated, caplog):
+    # A calibration written before the phase-skip detector was calibrated has no skip threshold.
+    old = ReferenceSet(**{**calibrated.__dict__, "calibration": {
+        k: v for k, v in calibrated.calibration.items() if k != "skip_threshold"}})
+    with caplog.at_level("WARNING", logger="tcc_model.stream"):
+        monitor = ProgressMonitor(old)
+    assert math.isinf(monitor.thresholds.skip)
+    assert "skip_threshold" in caplog.text and "tcc_model.reference" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tcc_model.stream"):
+        ProgressMonitor(old, MonitorConfig(skip_threshold=0.8))  # configured: nothing to report
+        ProgressMonitor(calibrated)
+    assert caplog.text == ""
+
+
 def test_several_references_pick_the_matching_one():
     paths = [SmoothPath(seed=11), SmoothPath(seed=12), SmoothPath(seed=13)]
     refs = make_references(paths, [80, 120, 100])
