@@ -62,9 +62,9 @@ msgs:
 
 lint: env
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
 
-test: env
-	@$(VENV)/bin/ruff check .
+test: lint
 	$(VENV)/bin/python -m pytest -q
 
 # The main job on the embedded default: simulated pouring (a fixed robot cell, 30% anomalous

@@ -54,14 +54,46 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     py = [sys.executable, "-m"]
     monitor = subprocess.Popen(
-        [*py, "tcc_ros.monitor_node", "--ros-args", "--params-file",
-         str(REPO / "config" / "progress_monitor.yaml"), "-p", f"bundle:={args.bundle}",
-         "-p", f"threads:={args.threads}", "-p", f"backend:={args.backend}"],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            *py,
+            "tcc_ros.monitor_node",
+            "--ros-args",
+            "--params-file",
+            str(REPO / "config" / "progress_monitor.yaml"),
+            "-p",
+            f"bundle:={args.bundle}",
+            "-p",
+            f"threads:={args.threads}",
+            "-p",
+            f"backend:={args.backend}",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     camera = subprocess.Popen(
-        [*py, "tcc_ros.camera_source", "--dataset", args.dataset, "--split", args.split,
-         "--size", str(args.size), "--rate", f"{args.rate:g}", "--loop", "--episode-gap", "0"],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            *py,
+            "tcc_ros.camera_source",
+            "--dataset",
+            args.dataset,
+            "--split",
+            args.split,
+            "--size",
+            str(args.size),
+            "--rate",
+            f"{args.rate:g}",
+            "--loop",
+            "--episode-gap",
+            "0",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     rclpy.init()
     node = Node("bench_live")
     received: list[tuple[float, float]] = []  # (receive wall time, latency s)
@@ -76,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     spinner = threading.Thread(
         target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-        daemon=True)
+        daemon=True,
+    )
     spinner.start()
     rss: list[tuple[float, float]] = []
     try:
@@ -84,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         while not received and time.time() < deadline and monitor.poll() is None:
             time.sleep(0.1)
         if not received:
-            print("error: no /tcc/phase output within 60 s; monitor said:\n"
-                  + (monitor.stderr.read() if monitor.poll() is not None else ""), file=sys.stderr)
+            print(
+                "error: no /tcc/phase output within 60 s; monitor said:\n"
+                + (monitor.stderr.read() if monitor.poll() is not None else ""),
+                file=sys.stderr,
+            )
             return 1
         time.sleep(args.warmup)
         start = time.time()
@@ -106,16 +142,25 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
     window = np.array([lat for t, lat in received if start <= t <= end]) * 1e3
     rss_mb = np.array([m for _, m in rss])
-    print(f"\nLive monitor, {args.size}x{args.size} camera at {args.rate:g} fps, "
-          f"{args.duration:g} s, backend {args.backend}, threads {args.threads}\n")
+    print(
+        f"\nLive monitor, {args.size}x{args.size} camera at {args.rate:g} fps, "
+        f"{args.duration:g} s, backend {args.backend}, threads {args.threads}\n"
+    )
     print("| metric | value |\n|---|---|")
-    print(f"| end-to-end latency p50 / p99 (ms) | {np.percentile(window, 50):.1f} / "
-          f"{np.percentile(window, 99):.1f} |")
+    print(
+        f"| end-to-end latency p50 / p99 (ms) | {np.percentile(window, 50):.1f} / "
+        f"{np.percentile(window, 99):.1f} |"
+    )
     print(f"| processed fps | {len(window) / (end - start):.1f} (camera {args.rate:g}) |")
-    print(f"| monitor RSS start / end / max (MiB) | {rss_mb[0]:.0f} / {rss_mb[-1]:.0f} / "
-          f"{rss_mb.max():.0f} |")
-    print("| RSS over time (MiB, every ~5 s) | "
-          + " ".join(f"{m:.0f}" for m in rss_mb[:: max(1, len(rss_mb) // 6)]) + " |")
+    print(
+        f"| monitor RSS start / end / max (MiB) | {rss_mb[0]:.0f} / {rss_mb[-1]:.0f} / "
+        f"{rss_mb.max():.0f} |"
+    )
+    print(
+        "| RSS over time (MiB, every ~5 s) | "
+        + " ".join(f"{m:.0f}" for m in rss_mb[:: max(1, len(rss_mb) // 6)])
+        + " |"
+    )
     return 0
 
 

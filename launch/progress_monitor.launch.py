@@ -29,19 +29,33 @@ def generate_launch_description() -> LaunchDescription:
     compressed = LaunchConfiguration("compressed")
     arguments = [
         DeclareLaunchArgument("bundle", description="exported bundle directory"),
-        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
-                              description="camera topic (sensor_msgs/Image)"),
-        DeclareLaunchArgument("output_namespace", default_value="/tcc",
-                              description="prefix of the output topics (progress, phase, "
-                              "alignment, anomaly, reset, reload); the node itself keeps its name"),
-        DeclareLaunchArgument("compressed", default_value="false",
-                              description="true: sensor_msgs/CompressedImage on image_topic"),
-        DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="parameter file of the progress_monitor node"),
-        DeclareLaunchArgument("use_console", default_value="true",
-                              description="print events and a final report"),
-        DeclareLaunchArgument("use_demo_camera", default_value="false",
-                              description="replay a dataset as the camera"),
+        DeclareLaunchArgument(
+            "image_topic",
+            default_value="/camera/image_raw",
+            description="camera topic (sensor_msgs/Image)",
+        ),
+        DeclareLaunchArgument(
+            "output_namespace",
+            default_value="/tcc",
+            description="prefix of the output topics (progress, phase, "
+            "alignment, anomaly, reset, reload); the node itself keeps its name",
+        ),
+        DeclareLaunchArgument(
+            "compressed",
+            default_value="false",
+            description="true: sensor_msgs/CompressedImage on image_topic",
+        ),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=default_params,
+            description="parameter file of the progress_monitor node",
+        ),
+        DeclareLaunchArgument(
+            "use_console", default_value="true", description="print events and a final report"
+        ),
+        DeclareLaunchArgument(
+            "use_demo_camera", default_value="false", description="replay a dataset as the camera"
+        ),
         DeclareLaunchArgument("demo_dataset", default_value="sim_pouring"),
         DeclareLaunchArgument("demo_split", default_value="test"),
         DeclareLaunchArgument("demo_rate", default_value="12.0"),
@@ -75,13 +89,20 @@ def generate_launch_description() -> LaunchDescription:
         name="camera_source",
         output="screen",
         arguments=[
-            "--dataset", LaunchConfiguration("demo_dataset"),
-            "--split", LaunchConfiguration("demo_split"),
-            "--rate", LaunchConfiguration("demo_rate"),
-            "--image-topic", image_topic,
-            "--compressed", compressed,
-            "--ground-truth-topic", [namespace, "/ground_truth"],
-            "--reset-topic", [namespace, "/reset"],
+            "--dataset",
+            LaunchConfiguration("demo_dataset"),
+            "--split",
+            LaunchConfiguration("demo_split"),
+            "--rate",
+            LaunchConfiguration("demo_rate"),
+            "--image-topic",
+            image_topic,
+            "--compressed",
+            compressed,
+            "--ground-truth-topic",
+            [namespace, "/ground_truth"],
+            "--reset-topic",
+            [namespace, "/reset"],
         ],
         condition=IfCondition(LaunchConfiguration("use_demo_camera")),
     )

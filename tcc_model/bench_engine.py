@@ -70,15 +70,17 @@ def count_flops(onnx_path: str | os.PathLike, batch: int = 1) -> int:
         if node.op_type in _CONV_WEIGHT_INDEX:
             weight = shapes.get(node.input[_CONV_WEIGHT_INDEX[node.op_type]])
             if out is None or weight is None:
-                LOG.warning("count_flops: %s %r has unknown shapes; skipped", node.op_type,
-                            node.name)
+                LOG.warning(
+                    "count_flops: %s %r has unknown shapes; skipped", node.op_type, node.name
+                )
                 continue
             total += 2 * int(np.prod(out)) * int(np.prod(weight[1:]))
         elif node.op_type == "Gemm" or node.op_type in _MATMUL_OPS:
             a = shapes.get(node.input[0])
             if out is None or a is None:
-                LOG.warning("count_flops: %s %r has unknown shapes; skipped", node.op_type,
-                            node.name)
+                LOG.warning(
+                    "count_flops: %s %r has unknown shapes; skipped", node.op_type, node.name
+                )
                 continue
             trans_a = any(at.name == "transA" and at.i for at in node.attribute)
             inner = a[-2] if (node.op_type == "Gemm" and trans_a) else a[-1]
@@ -111,8 +113,9 @@ def _time_once(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def _time_step(engine: Any, new_frames: np.ndarray, contexts: np.ndarray, warmup: int,
-               repeats: int) -> tuple[list[float], list[float]]:
+def _time_step(
+    engine: Any, new_frames: np.ndarray, contexts: np.ndarray, warmup: int, repeats: int
+) -> tuple[list[float], list[float]]:
     """Encoder and head wall times of ``repeats`` streaming steps (after ``warmup`` steps)."""
     enc_times, head_times = [], []
     for i in range(warmup + repeats):
@@ -164,8 +167,9 @@ def run_benchmark(
     frames = synthetic_frames(history, size)
     results = []
     for backend in backends:
-        variants = ["fp32"] + (["int8"] if backend == "onnxruntime"
-                               and "int8" in manifest["variants"] else [])
+        variants = ["fp32"] + (
+            ["int8"] if backend == "onnxruntime" and "int8" in manifest["variants"] else []
+        )
         for variant in variants:
             encoder_flops = count_flops(bundle / manifest["variants"][variant]["encoder"])
             for n_threads in threads:
@@ -173,35 +177,52 @@ def run_benchmark(
                 cached = engine.encode_frames(frames)  # features of the whole history
                 for batch in batches:
                     idx = context_indices(np.arange(history - batch, history), k, stride)
-                    enc_times, head_times = _time_step(engine, frames[-batch:], cached[idx],
-                                                       warmup, repeats)
+                    enc_times, head_times = _time_step(
+                        engine, frames[-batch:], cached[idx], warmup, repeats
+                    )
                     step = np.add(enc_times, head_times)
                     p50, p99 = _percentiles_ms(step)
                     flops = (encoder_flops + head_flops) * batch
-                    results.append({
-                        "backend": backend, "detail": engine.backend_detail, "variant": variant,
-                        "threads": n_threads, "batch": batch, "p50_ms": p50, "p99_ms": p99,
-                        "encoder_p50_ms": _percentiles_ms(enc_times)[0],
-                        "head_p50_ms": _percentiles_ms(head_times)[0],
-                        "frames_per_s": batch / (p50 / 1e3),
-                        "gflop_per_frame": (encoder_flops + head_flops) / 1e9,
-                        "gflops": flops / (p50 / 1e3) / 1e9,
-                        "gemm_peak_gflops": peaks[str(n_threads)],
-                    })
+                    results.append(
+                        {
+                            "backend": backend,
+                            "detail": engine.backend_detail,
+                            "variant": variant,
+                            "threads": n_threads,
+                            "batch": batch,
+                            "p50_ms": p50,
+                            "p99_ms": p99,
+                            "encoder_p50_ms": _percentiles_ms(enc_times)[0],
+                            "head_p50_ms": _percentiles_ms(head_times)[0],
+                            "frames_per_s": batch / (p50 / 1e3),
+                            "gflop_per_frame": (encoder_flops + head_flops) / 1e9,
+                            "gflops": flops / (p50 / 1e3) / 1e9,
+                            "gemm_peak_gflops": peaks[str(n_threads)],
+                        }
+                    )
     return {
-        "bundle": str(bundle), "bundle_id": manifest["bundle_id"],
+        "bundle": str(bundle),
+        "bundle_id": manifest["bundle_id"],
         "model": {key: manifest["model"].get(key) for key in ("encoder", "head", "image_size")},
-        "gemm_size": gemm_size, "gemm_peak_gflops": peaks, "repeats": repeats,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
+        "gemm_size": gemm_size,
+        "gemm_peak_gflops": peaks,
+        "repeats": repeats,
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+        },
         "results": results,
     }
 
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The report's results as a Markdown table (one row per configuration)."""
-    header = ("| backend | variant | threads | batch | p50 ms | p99 ms | frames/s | encoder p50 ms "
-              "| head p50 ms | GFLOP/frame | GFLOP/s | fp32 GEMM peak GFLOP/s |")
+    header = (
+        "| backend | variant | threads | batch | p50 ms | p99 ms | frames/s | encoder p50 ms "
+        "| head p50 ms | GFLOP/frame | GFLOP/s | fp32 GEMM peak GFLOP/s |"
+    )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in report["results"]:
         lines.append(
@@ -217,14 +238,17 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v]
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
-                                         ) from err
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from err
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python -m tcc_model.bench_engine",
-                                description="Benchmark the inference backends of a bundle.")
+    p = argparse.ArgumentParser(
+        prog="python -m tcc_model.bench_engine",
+        description="Benchmark the inference backends of a bundle.",
+    )
     p.add_argument("--bundle", required=True, help="bundle directory")
     p.add_argument("--backends", default="", help="comma-separated (default: all available)")
     p.add_argument("--threads", type=_int_list, default=[1], help="e.g. 1,2 (default 1)")
@@ -236,17 +260,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = run_benchmark(args.bundle, [b for b in args.backends.split(",") if b],
-                               args.threads, args.batches, args.repeats, args.warmup,
-                               args.gemm_size)
+        report = run_benchmark(
+            args.bundle,
+            [b for b in args.backends.split(",") if b],
+            args.threads,
+            args.batches,
+            args.repeats,
+            args.warmup,
+            args.gemm_size,
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(markdown_table(report))
     load = report["machine"]
-    print(f"\nload average {load['loadavg_start'][0]:.2f} -> {load['loadavg_end'][0]:.2f} on "
-          f"{load['cpu_count']} CPUs; JSON: {args.json}")
+    print(
+        f"\nload average {load['loadavg_start'][0]:.2f} -> {load['loadavg_end'][0]:.2f} on "
+        f"{load['cpu_count']} CPUs; JSON: {args.json}"
+    )
     return 0
 
 

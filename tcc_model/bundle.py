@@ -46,7 +46,8 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
 def compute_bundle_id(files: dict[str, dict[str, Any]]) -> str:
     """sha256 over ``name:sha256`` of the model-role entries of a manifest ``files`` table."""
     model = sorted(
-        (name, entry["sha256"]) for name, entry in files.items()
+        (name, entry["sha256"])
+        for name, entry in files.items()
         if entry.get("role") == MODEL_FILE_ROLE
     )
     if not model:
@@ -76,8 +77,11 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: dict[str, Any]) -> d
     manifest = dict(manifest)
     manifest["format_version"] = FORMAT_VERSION
     manifest["bundle_id"] = compute_bundle_id(manifest.get("files", {}))
-    ordered = {"format_version": manifest.pop("format_version"),
-               "bundle_id": manifest.pop("bundle_id"), **manifest}
+    ordered = {
+        "format_version": manifest.pop("format_version"),
+        "bundle_id": manifest.pop("bundle_id"),
+        **manifest,
+    }
     text = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None, width=100)
     write_text_atomic(Path(bundle_dir) / MANIFEST_NAME, text)
     return ordered
@@ -91,11 +95,15 @@ def read_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict[st
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_NAME
     if not bundle_dir.is_dir():
-        raise BundleError(f"{bundle_dir}: bundle directory does not exist; "
-                          "create one with `python -m tcc_model.export`")
+        raise BundleError(
+            f"{bundle_dir}: bundle directory does not exist; "
+            "create one with `python -m tcc_model.export`"
+        )
     if not path.is_file():
-        raise BundleError(f"{path}: missing; {bundle_dir} is not a bundle "
-                          "(create one with `python -m tcc_model.export`)")
+        raise BundleError(
+            f"{path}: missing; {bundle_dir} is not a bundle "
+            "(create one with `python -m tcc_model.export`)"
+        )
     try:
         manifest = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -115,8 +123,9 @@ def read_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict[st
     return manifest
 
 
-def verify_files(bundle_dir: str | os.PathLike, manifest: dict[str, Any],
-                 skip: Iterable[str] = ()) -> None:
+def verify_files(
+    bundle_dir: str | os.PathLike, manifest: dict[str, Any], skip: Iterable[str] = ()
+) -> None:
     """Check that every listed file (but ``skip``) exists and matches its sha256, and that
     ``bundle_id`` matches the model files."""
     bundle_dir = Path(bundle_dir)
@@ -127,24 +136,34 @@ def verify_files(bundle_dir: str | os.PathLike, manifest: dict[str, Any],
             continue
         path = bundle_dir / name
         if not path.is_file():
-            raise BundleError(f"{path}: listed in {MANIFEST_NAME} but missing; "
-                              "copy the complete bundle directory or re-export it")
+            raise BundleError(
+                f"{path}: listed in {MANIFEST_NAME} but missing; "
+                "copy the complete bundle directory or re-export it"
+            )
         actual = sha256_file(path)
         if actual != files[name]["sha256"]:
-            fix = ("rebuild the references (python -m tcc_model.reference)"
-                   if files[name].get("role") == REFERENCE_FILE_ROLE else "re-export the bundle")
+            fix = (
+                "rebuild the references (python -m tcc_model.reference)"
+                if files[name].get("role") == REFERENCE_FILE_ROLE
+                else "re-export the bundle"
+            )
             raise BundleError(
                 f"{path}: sha256 mismatch (manifest {files[name]['sha256'][:12]}..., file "
                 f"{actual[:12]}...); the file is corrupt or was modified: {fix}"
             )
     if manifest.get("bundle_id") != compute_bundle_id(files):
-        raise BundleError(f"{bundle_dir / MANIFEST_NAME}: bundle_id does not match the model "
-                          "files it lists; re-export the bundle")
+        raise BundleError(
+            f"{bundle_dir / MANIFEST_NAME}: bundle_id does not match the model "
+            "files it lists; re-export the bundle"
+        )
 
 
-def register_files(bundle_dir: str | os.PathLike, names: Iterable[str],
-                   role: str = REFERENCE_FILE_ROLE, extra: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+def register_files(
+    bundle_dir: str | os.PathLike,
+    names: Iterable[str],
+    role: str = REFERENCE_FILE_ROLE,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Add (or refresh) files already written into a bundle to its manifest.
 
     For modules that add to an exported bundle (e.g. reference trajectories). Model files cannot
@@ -152,8 +171,10 @@ def register_files(bundle_dir: str | os.PathLike, names: Iterable[str],
     level of the manifest. Returns the updated manifest.
     """
     if role == MODEL_FILE_ROLE:
-        raise ValueError("role='model' files are written only by tcc_model.export; "
-                         "use role='derived' or 'reference'")
+        raise ValueError(
+            "role='model' files are written only by tcc_model.export; "
+            "use role='derived' or 'reference'"
+        )
     names = list(names)
     manifest = read_manifest(bundle_dir, verify=False)
     verify_files(bundle_dir, manifest, skip=names)  # the files being (re)registered may change

@@ -37,8 +37,9 @@ HEAD_INPUT, HEAD_OUTPUT = "context_features", "embeddings"
 DEFAULT_CHUNK = 64
 
 
-def make_ort_session(path: str | os.PathLike, threads: int = 1,
-                     providers: Sequence[Any] | None = None) -> Any:
+def make_ort_session(
+    path: str | os.PathLike, threads: int = 1, providers: Sequence[Any] | None = None
+) -> Any:
     """ONNX Runtime session with ``threads`` intra-op threads and thread spinning disabled."""
     import onnxruntime as ort
 
@@ -51,8 +52,9 @@ def make_ort_session(path: str | os.PathLike, threads: int = 1,
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=options,
-                                providers=list(providers or ["CPUExecutionProvider"]))
+    return ort.InferenceSession(
+        str(path), sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
+    )
 
 
 class _Runner(Protocol):
@@ -66,8 +68,9 @@ class _Runner(Protocol):
 class _OnnxRuntimeRunner:
     """Encoder and head as two ONNX Runtime sessions."""
 
-    def __init__(self, bundle: Path, manifest: dict[str, Any], variant: str, threads: int,
-                 use_gpu: bool) -> None:
+    def __init__(
+        self, bundle: Path, manifest: dict[str, Any], variant: str, threads: int, use_gpu: bool
+    ) -> None:
         import onnxruntime as ort
 
         files = manifest["variants"][variant]
@@ -76,9 +79,12 @@ class _OnnxRuntimeRunner:
         if use_gpu and "TensorrtExecutionProvider" in available:
             cache = Path.home() / ".cache" / "tcc_model" / "ort_trt" / manifest["bundle_id"][:16]
             cache.mkdir(parents=True, exist_ok=True)
-            providers.append(("TensorrtExecutionProvider",
-                              {"trt_engine_cache_enable": True,
-                               "trt_engine_cache_path": str(cache)}))
+            providers.append(
+                (
+                    "TensorrtExecutionProvider",
+                    {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)},
+                )
+            )
         if use_gpu and "CUDAExecutionProvider" in available:
             providers.append("CUDAExecutionProvider")
         providers.append("CPUExecutionProvider")
@@ -103,15 +109,23 @@ def _default_model_builder(manifest: dict[str, Any]) -> Any:
 class _TorchRunner:
     """The PyTorch model rebuilt from the manifest config and ``model.safetensors``."""
 
-    def __init__(self, bundle: Path, manifest: dict[str, Any], threads: int, device: Any,
-                 model_builder: Callable[[dict[str, Any]], Any]) -> None:
+    def __init__(
+        self,
+        bundle: Path,
+        manifest: dict[str, Any],
+        threads: int,
+        device: Any,
+        model_builder: Callable[[dict[str, Any]], Any],
+    ) -> None:
         import torch
         from safetensors.torch import load_model
 
         weights = manifest.get("weights")
         if not weights or weights not in (manifest.get("files") or {}):
-            raise BundleError(f"{bundle}: the torch backend needs the weights file "
-                              "(model.safetensors) in the bundle; re-export it")
+            raise BundleError(
+                f"{bundle}: the torch backend needs the weights file "
+                "(model.safetensors) in the bundle; re-export it"
+            )
         self._torch = torch
         self._device = torch.device(device)
         if self._device.type == "cpu":
@@ -168,9 +182,11 @@ class _TensorRTRunner:
         with torch.cuda.stream(self._stream):
             x_gpu = torch.from_numpy(x).to(self._device, non_blocking=False)
             context.set_input_shape(input_name, tuple(x_gpu.shape))
-            out = torch.empty(tuple(context.get_tensor_shape(output_name)),
-                              dtype=self._dtypes[engine.get_tensor_dtype(output_name)],
-                              device=self._device)
+            out = torch.empty(
+                tuple(context.get_tensor_shape(output_name)),
+                dtype=self._dtypes[engine.get_tensor_dtype(output_name)],
+                device=self._device,
+            )
             context.set_tensor_address(input_name, x_gpu.data_ptr())
             context.set_tensor_address(output_name, out.data_ptr())
             if not context.execute_async_v3(self._stream.cuda_stream):
@@ -179,12 +195,16 @@ class _TensorRTRunner:
         return out.float().cpu().numpy()
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
-        return _chunked(lambda b: self._run("encoder", b, ENCODER_INPUT, ENCODER_OUTPUT),
-                        frames, self.max_batch)
+        return _chunked(
+            lambda b: self._run("encoder", b, ENCODER_INPUT, ENCODER_OUTPUT), frames, self.max_batch
+        )
 
     def head(self, context_features: np.ndarray) -> np.ndarray:
-        return _chunked(lambda b: self._run("head", b, HEAD_INPUT, HEAD_OUTPUT),
-                        context_features, self.max_batch)
+        return _chunked(
+            lambda b: self._run("head", b, HEAD_INPUT, HEAD_OUTPUT),
+            context_features,
+            self.max_batch,
+        )
 
 
 def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int) -> np.ndarray:
@@ -196,8 +216,9 @@ def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int) 
 class InferenceEngine:
     """Numpy-in, numpy-out inference over a verified bundle (see :func:`load_bundle`)."""
 
-    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], runner: _Runner,
-                 variant: str = "fp32") -> None:
+    def __init__(
+        self, bundle_dir: Path, manifest: dict[str, Any], runner: _Runner, variant: str = "fp32"
+    ) -> None:
         self._bundle_dir = bundle_dir
         self._manifest = manifest
         self._runner = runner
@@ -260,8 +281,10 @@ class InferenceEngine:
         expected = (self._preprocess.context_frames, *self._feature_shape)
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
             dims = ", ".join(map(str, expected))
-            raise ValueError(f"context_features must have shape [N, {dims}] (k context frames of "
-                             f"encode_frames output), got {tuple(x.shape)}")
+            raise ValueError(
+                f"context_features must have shape [N, {dims}] (k context frames of "
+                f"encode_frames output), got {tuple(x.shape)}"
+            )
         if not np.issubdtype(x.dtype, np.floating):
             raise ValueError(f"context_features must be float32, got {x.dtype}")
         return self._runner.head(np.ascontiguousarray(x, dtype=np.float32))
@@ -275,30 +298,43 @@ class InferenceEngine:
         frames = _check_frames(frames)
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
-        features = np.concatenate([self.encode_frames(frames[i : i + chunk])
-                                   for i in range(0, len(frames), chunk)])
-        idx = context_indices(np.arange(len(frames)), self._preprocess.context_frames,
-                              self._preprocess.context_stride)
-        return np.concatenate([self._runner.head(np.ascontiguousarray(features[idx[i : i + chunk]]))
-                               for i in range(0, len(frames), chunk)])
+        features = np.concatenate(
+            [self.encode_frames(frames[i : i + chunk]) for i in range(0, len(frames), chunk)]
+        )
+        idx = context_indices(
+            np.arange(len(frames)), self._preprocess.context_frames, self._preprocess.context_stride
+        )
+        return np.concatenate(
+            [
+                self._runner.head(np.ascontiguousarray(features[idx[i : i + chunk]]))
+                for i in range(0, len(frames), chunk)
+            ]
+        )
 
     def __repr__(self) -> str:
-        return (f"InferenceEngine(bundle={str(self._bundle_dir)!r}, backend={self.backend_detail}, "
-                f"variant={self._variant}, bundle_id={self.bundle_id[:12]})")
+        return (
+            f"InferenceEngine(bundle={str(self._bundle_dir)!r}, backend={self.backend_detail}, "
+            f"variant={self._variant}, bundle_id={self.bundle_id[:12]})"
+        )
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     if not isinstance(frames, np.ndarray):
-        raise ValueError(f"frames must be a numpy array (RGB uint8 [N, H, W, 3]), got "
-                         f"{type(frames).__name__}")
+        raise ValueError(
+            f"frames must be a numpy array (RGB uint8 [N, H, W, 3]), got {type(frames).__name__}"
+        )
     if frames.ndim == 3:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be RGB [N, H, W, 3] or [H, W, 3] with 3 channels, got "
-                         f"shape {tuple(frames.shape)}; convert grayscale/RGBA/BGR input to RGB")
+        raise ValueError(
+            f"frames must be RGB [N, H, W, 3] or [H, W, 3] with 3 channels, got "
+            f"shape {tuple(frames.shape)}; convert grayscale/RGBA/BGR input to RGB"
+        )
     if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (0..255), got {frames.dtype}; convert with "
-                         "np.clip(x, 0, 255).astype(np.uint8) (float 0..1 images: x * 255 first)")
+        raise ValueError(
+            f"frames must be uint8 (0..255), got {frames.dtype}; convert with "
+            "np.clip(x, 0, 255).astype(np.uint8) (float 0..1 images: x * 255 first)"
+        )
     if len(frames) == 0:
         raise ValueError("frames is empty (N = 0)")
     return frames
@@ -363,8 +399,10 @@ def load_bundle(
     bundle = Path(path)
     manifest = read_manifest(bundle, verify=True)
     if variant not in manifest.get("variants", {}):
-        raise BundleError(f"{bundle}: no {variant!r} variant (available: "
-                          f"{sorted(manifest.get('variants', {}))}); export with --quantize-int8")
+        raise BundleError(
+            f"{bundle}: no {variant!r} variant (available: "
+            f"{sorted(manifest.get('variants', {}))}); export with --quantize-int8"
+        )
     # Decide on the device without importing torch (a large import the ONNX Runtime path of the
     # live node does not need): a GPU counts when ONNX Runtime or TensorRT can use one.
     device_name = str(device) if device is not None else _default_device_name()
@@ -383,25 +421,38 @@ def load_bundle(
     if chosen == "tensorrt":
         reason = _tensorrt_available(manifest) or (None if use_gpu else f"device is {device!r}")
         if reason:
-            raise BundleError(f"backend 'tensorrt' is unavailable: {reason}; "
-                              "use backend='onnxruntime' or 'auto'")
+            raise BundleError(
+                f"backend 'tensorrt' is unavailable: {reason}; use backend='onnxruntime' or 'auto'"
+            )
         if variant != "fp32":
-            raise BundleError("backend 'tensorrt' uses the precision its engines were built with;"
-                              " pass variant='fp32'")
+            raise BundleError(
+                "backend 'tensorrt' uses the precision its engines were built with;"
+                " pass variant='fp32'"
+            )
         runner: _Runner = _TensorRTRunner(bundle, manifest, device_name)
     elif chosen == "onnxruntime":
-        runner = _OnnxRuntimeRunner(bundle, manifest, variant, threads,
-                                    use_gpu and _ort_gpu_available())
+        runner = _OnnxRuntimeRunner(
+            bundle, manifest, variant, threads, use_gpu and _ort_gpu_available()
+        )
     else:
         if variant != "fp32":
-            raise BundleError("backend 'torch' runs the fp32 weights only; pass variant='fp32' "
-                              "or use backend='onnxruntime' for int8")
+            raise BundleError(
+                "backend 'torch' runs the fp32 weights only; pass variant='fp32' "
+                "or use backend='onnxruntime' for int8"
+            )
         from tcc_model.utils import pick_device
 
-        runner = _TorchRunner(bundle, manifest, threads, pick_device(device),
-                              model_builder or _default_model_builder)
+        runner = _TorchRunner(
+            bundle, manifest, threads, pick_device(device), model_builder or _default_model_builder
+        )
     engine = InferenceEngine(bundle, manifest, runner, variant)
     log = LOG.info if backend == "auto" else LOG.debug
-    log("bundle %s: backend %s (requested %s), variant %s, %d thread(s)",
-        engine.bundle_id[:12], engine.backend_detail, backend, variant, threads)
+    log(
+        "bundle %s: backend %s (requested %s), variant %s, %d thread(s)",
+        engine.bundle_id[:12],
+        engine.backend_detail,
+        backend,
+        variant,
+        threads,
+    )
     return engine

@@ -60,8 +60,14 @@ EXPORTERS = ("dynamo", "torchscript")
 ENCODER_INPUT, ENCODER_OUTPUT = "frames", "features"
 HEAD_INPUT, HEAD_OUTPUT = "context_features", "embeddings"
 TENSORRT_MAX_BATCH = 32
-_REQUIRED_MODEL_KEYS = ("image_size", "context_frames", "context_stride", "embedding_size",
-                        "mean", "std")
+_REQUIRED_MODEL_KEYS = (
+    "image_size",
+    "context_frames",
+    "context_stride",
+    "embedding_size",
+    "mean",
+    "std",
+)
 
 
 class ExportError(ValueError):
@@ -100,13 +106,15 @@ def _dataset_root(name: str) -> Path:
     path = Path(name.removeprefix("folder:"))
     if path.is_dir():
         return path
-    raise ExportError(f"--dataset {name!r}: not a directory and the dataset registry is not "
-                      "available; pass a dataset directory (folder:PATH)")
+    raise ExportError(
+        f"--dataset {name!r}: not a directory and the dataset registry is not "
+        "available; pass a dataset directory (folder:PATH)"
+    )
 
 
-def load_dataset_frames(name: str, size: int, num_check_frames: int, num_calib_frames: int,
-                        max_val_videos: int = 8
-                        ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[str] | None]:
+def load_dataset_frames(
+    name: str, size: int, num_check_frames: int, num_calib_frames: int, max_val_videos: int = 8
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[str] | None]:
     """Check frames (one val episode), calibration frames (spread over train), val videos and
     the dataset's phase names.
 
@@ -128,7 +136,7 @@ def load_dataset_frames(name: str, size: int, num_check_frames: int, num_calib_f
     calib_episodes = load_split(root, calib_split)
     per_episode = max(1, math.ceil(num_calib_frames / len(calib_episodes)))
     calib = []
-    for ep in calib_episodes[: num_calib_frames]:
+    for ep in calib_episodes[:num_calib_frames]:
         frames = ep.load_frames()
         picks = np.linspace(0, len(frames) - 1, min(per_episode, len(frames))).round().astype(int)
         calib.append(resize_frames(frames[picks], size))
@@ -158,8 +166,9 @@ class _Head(nn.Module):
 
 
 @torch.inference_mode()
-def torch_embed_frames(model: nn.Module, frames: np.ndarray, k: int, stride: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def torch_embed_frames(
+    model: nn.Module, frames: np.ndarray, k: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
     """PyTorch features ``[N, C, h, w]`` and causal-context embeddings ``[N, D]`` of a sequence."""
     feats = model.encoder(torch.from_numpy(np.ascontiguousarray(frames)))
     idx = torch.from_numpy(context_indices(np.arange(len(frames)), k, stride))
@@ -167,8 +176,9 @@ def torch_embed_frames(model: nn.Module, frames: np.ndarray, k: int, stride: int
     return feats.float().numpy(), emb.float().numpy()
 
 
-def _ort_embed_frames(encoder_path: Path, head_path: Path, frames: np.ndarray, k: int,
-                      stride: int) -> tuple[np.ndarray, np.ndarray]:
+def _ort_embed_frames(
+    encoder_path: Path, head_path: Path, frames: np.ndarray, k: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
     from tcc_model.engine import make_ort_session
 
     encoder = make_ort_session(encoder_path, threads=1, providers=["CPUExecutionProvider"])
@@ -179,23 +189,42 @@ def _ort_embed_frames(encoder_path: Path, head_path: Path, frames: np.ndarray, k
     return feats, emb
 
 
-def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
-                 output_name: str, opset: int, exporter: str) -> None:
+def _export_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    input_name: str,
+    output_name: str,
+    opset: int,
+    exporter: str,
+) -> None:
     """Export with dynamic batch; ``exporter``: ``dynamo`` (torch.export) or ``torchscript``."""
     module = module.eval()
     if exporter == "dynamo":
         batch = torch.export.Dim("batch", min=1, max=4096)
         torch.onnx.export(
-            module, (example,), str(path), input_names=[input_name], output_names=[output_name],
+            module,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=[output_name],
             dynamic_shapes={input_name: {0: batch}},  # forward() argument named like the input
-            opset_version=opset, dynamo=True, external_data=False, verbose=False,
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
         )
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                module, (example,), str(path), input_names=[input_name],
-                output_names=[output_name], opset_version=opset, dynamo=False,
+                module,
+                (example,),
+                str(path),
+                input_names=[input_name],
+                output_names=[output_name],
+                opset_version=opset,
+                dynamo=False,
                 dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
             )
 
@@ -204,8 +233,9 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_nam
 # int8 (ONNX Runtime static quantisation)
 
 
-def quantize_encoder_int8(encoder_path: Path, out_path: Path, calibration_frames: np.ndarray,
-                          batch_size: int = 8) -> None:
+def quantize_encoder_int8(
+    encoder_path: Path, out_path: Path, calibration_frames: np.ndarray, batch_size: int = 8
+) -> None:
     """Static int8 quantisation of the encoder graph (QDQ, per-channel weights) with ORT."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -216,17 +246,24 @@ def quantize_encoder_int8(encoder_path: Path, out_path: Path, calibration_frames
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter(np.array_split(calibration_frames,
-                                                max(1, math.ceil(len(calibration_frames)
-                                                                 / batch_size))))
+            self._batches = iter(
+                np.array_split(
+                    calibration_frames, max(1, math.ceil(len(calibration_frames) / batch_size))
+                )
+            )
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)
             return None if batch is None else {ENCODER_INPUT: np.ascontiguousarray(batch)}
 
     quantize_static(
-        str(encoder_path), str(out_path), _Reader(), quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+        str(encoder_path),
+        str(out_path),
+        _Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
     )
 
 
@@ -238,19 +275,29 @@ def _require_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError as err:
-        raise ExportError("--tensorrt needs the `tensorrt` Python package (TensorRT 10, "
-                          "`pip install tensorrt`) and a CUDA GPU; export without --tensorrt "
-                          "and use the onnxruntime backend instead") from err
+        raise ExportError(
+            "--tensorrt needs the `tensorrt` Python package (TensorRT 10, "
+            "`pip install tensorrt`) and a CUDA GPU; export without --tensorrt "
+            "and use the onnxruntime backend instead"
+        ) from err
     if not torch.cuda.is_available():
-        raise ExportError("--tensorrt needs a CUDA GPU (torch.cuda.is_available() is False); "
-                          "export without --tensorrt on this machine")
+        raise ExportError(
+            "--tensorrt needs a CUDA GPU (torch.cuda.is_available() is False); "
+            "export without --tensorrt on this machine"
+        )
     return trt
 
 
-def build_tensorrt_engine(onnx_path: Path, plan_path: Path, input_name: str,
-                          sample_shape: Sequence[int], *, fp16: bool,
-                          int8_calibration: np.ndarray | None = None,
-                          max_batch: int = TENSORRT_MAX_BATCH) -> None:
+def build_tensorrt_engine(
+    onnx_path: Path,
+    plan_path: Path,
+    input_name: str,
+    sample_shape: Sequence[int],
+    *,
+    fp16: bool,
+    int8_calibration: np.ndarray | None = None,
+    max_batch: int = TENSORRT_MAX_BATCH,
+) -> None:
     """Build a serialized TensorRT 10 engine from an ONNX graph (dynamic batch 1..max_batch).
 
     ``sample_shape`` is the input shape without the batch dimension. ``int8_calibration``
@@ -290,8 +337,10 @@ def _make_trt_calibrator(trt: Any, data: np.ndarray, batch_size: int) -> Any:
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             usable = len(data) - len(data) % batch_size
-            self._batches = [torch.from_numpy(np.ascontiguousarray(b)).cuda()
-                             for b in np.split(data[:usable], usable // batch_size)]
+            self._batches = [
+                torch.from_numpy(np.ascontiguousarray(b)).cuda()
+                for b in np.split(data[:usable], usable // batch_size)
+            ]
             self._next = 0
             self._current: torch.Tensor | None = None
 
@@ -312,8 +361,10 @@ def _make_trt_calibrator(trt: Any, data: np.ndarray, batch_size: int) -> Any:
             return None
 
     if len(data) < batch_size:
-        raise ExportError(f"INT8 calibration needs at least {batch_size} frames, got {len(data)}; "
-                          "raise --int8-calib")
+        raise ExportError(
+            f"INT8 calibration needs at least {batch_size} frames, got {len(data)}; "
+            "raise --int8-calib"
+        )
     return _EntropyCalibrator()
 
 
@@ -343,9 +394,14 @@ def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    versions = {"tcc_model": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-                "python": platform.python_version()}
+    versions = {
+        "tcc_model": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
     try:
         import tensorrt
 
@@ -412,20 +468,31 @@ def export_bundle(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
-            raise ExportError(f"--out {out_dir}: exists and is not empty; choose a new directory "
-                              "or pass --overwrite")
+            raise ExportError(
+                f"--out {out_dir}: exists and is not empty; choose a new directory "
+                "or pass --overwrite"
+            )
         if not (out_dir / MANIFEST_NAME).is_file():
             raise ExportError(f"--out {out_dir}: not a bundle directory; refusing to overwrite it")
     cfg = _model_config_dict(model, model_config)
     size, k, stride = int(cfg["image_size"]), int(cfg["context_frames"]), int(cfg["context_stride"])
-    preprocess = PreprocessConfig(image_size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
-                                  color_order="rgb", context_frames=k, context_stride=stride)
+    preprocess = PreprocessConfig(
+        image_size=size,
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        color_order="rgb",
+        context_frames=k,
+        context_stride=stride,
+    )
     if check_frames is None:
         check_frames = synthetic_frames(max(2 * stride * (k - 1), 16), size)
         check_source = "synthetic"
     check_frames = resize_frames(np.asarray(check_frames), size)
-    calibration_frames = (check_frames if calibration_frames is None
-                          else resize_frames(np.asarray(calibration_frames), size))
+    calibration_frames = (
+        check_frames
+        if calibration_frames is None
+        else resize_frames(np.asarray(calibration_frames), size)
+    )
 
     model = model.eval().cpu()
     ref_feats, ref_emb = torch_embed_frames(model, check_frames, k, stride)
@@ -436,28 +503,40 @@ def export_bundle(
     try:
         files: dict[str, dict[str, Any]] = {}
         example_frames = torch.from_numpy(np.ascontiguousarray(check_frames[:2]))
-        _export_onnx(_Encoder(model), example_frames, tmp / ENCODER_FILE, ENCODER_INPUT,
-                     ENCODER_OUTPUT, opset, exporter)
+        _export_onnx(
+            _Encoder(model),
+            example_frames,
+            tmp / ENCODER_FILE,
+            ENCODER_INPUT,
+            ENCODER_OUTPUT,
+            opset,
+            exporter,
+        )
         example_ctx = torch.from_numpy(ref_feats[context_indices(np.arange(2), k, stride)])
-        _export_onnx(_Head(model), example_ctx, tmp / HEAD_FILE, HEAD_INPUT, HEAD_OUTPUT, opset,
-                     exporter)
+        _export_onnx(
+            _Head(model), example_ctx, tmp / HEAD_FILE, HEAD_INPUT, HEAD_OUTPUT, opset, exporter
+        )
         from safetensors.torch import save_model
 
         save_model(model, str(tmp / WEIGHTS_FILE))
         for name in (ENCODER_FILE, HEAD_FILE, WEIGHTS_FILE):
             files[name] = file_entry(tmp, name, MODEL_FILE_ROLE)
 
-        onnx_feats, onnx_emb = _ort_embed_frames(tmp / ENCODER_FILE, tmp / HEAD_FILE,
-                                                 check_frames, k, stride)
+        onnx_feats, onnx_emb = _ort_embed_frames(
+            tmp / ENCODER_FILE, tmp / HEAD_FILE, check_frames, k, stride
+        )
         scale = float(np.abs(ref_emb).max())
         max_diff = float(np.abs(onnx_emb - ref_emb).max())
         tolerance = tolerance_rel * max(scale, 1e-6)
         verification = {
-            "frames": check_source, "num_frames": len(check_frames),
+            "frames": check_source,
+            "num_frames": len(check_frames),
             "max_abs_diff_embeddings": max_diff,
             "max_abs_diff_features": float(np.abs(onnx_feats - ref_feats).max()),
-            "embedding_scale_max_abs": scale, "tolerance_rel": tolerance_rel,
-            "tolerance_abs": tolerance, "passed": max_diff <= tolerance,
+            "embedding_scale_max_abs": scale,
+            "tolerance_rel": tolerance_rel,
+            "tolerance_abs": tolerance,
+            "passed": max_diff <= tolerance,
         }
         if max_diff > tolerance:
             raise ExportError(
@@ -471,31 +550,50 @@ def export_bundle(
         if quantize_int8:
             quantize_encoder_int8(tmp / ENCODER_FILE, tmp / ENCODER_INT8_FILE, calibration_frames)
             files[ENCODER_INT8_FILE] = file_entry(tmp, ENCODER_INT8_FILE, DERIVED_FILE_ROLE)
-            q_feats, q_emb = _ort_embed_frames(tmp / ENCODER_INT8_FILE, tmp / HEAD_FILE,
-                                         check_frames, k, stride)
+            q_feats, q_emb = _ort_embed_frames(
+                tmp / ENCODER_INT8_FILE, tmp / HEAD_FILE, check_frames, k, stride
+            )
             accuracy: dict[str, Any] = {
-                "frames": check_source, "calibration_frames": len(calibration_frames),
-                "max_abs_diff_features_rel": float(np.abs(q_feats - ref_feats).max()
-                                                   / max(float(np.abs(ref_feats).max()), 1e-12)),
+                "frames": check_source,
+                "calibration_frames": len(calibration_frames),
+                "max_abs_diff_features_rel": float(
+                    np.abs(q_feats - ref_feats).max() / max(float(np.abs(ref_feats).max()), 1e-12)
+                ),
                 "max_abs_diff_embeddings": float(np.abs(q_emb - ref_emb).max()),
-                "rel_rms_diff_embeddings": float(np.sqrt(np.mean((q_emb - ref_emb) ** 2))
-                                                 / max(np.sqrt(np.mean(ref_emb ** 2)), 1e-12)),
+                "rel_rms_diff_embeddings": float(
+                    np.sqrt(np.mean((q_emb - ref_emb) ** 2))
+                    / max(np.sqrt(np.mean(ref_emb**2)), 1e-12)
+                ),
             }
             if val_videos:
-                fp32 = [_ort_embed_frames(tmp / ENCODER_FILE, tmp / HEAD_FILE, v, k, stride)[1]
-                        for v in val_videos]
-                int8 = [_ort_embed_frames(tmp / ENCODER_INT8_FILE, tmp / HEAD_FILE, v, k,
-                                          stride)[1] for v in val_videos]
+                fp32 = [
+                    _ort_embed_frames(tmp / ENCODER_FILE, tmp / HEAD_FILE, v, k, stride)[1]
+                    for v in val_videos
+                ]
+                int8 = [
+                    _ort_embed_frames(tmp / ENCODER_INT8_FILE, tmp / HEAD_FILE, v, k, stride)[1]
+                    for v in val_videos
+                ]
                 accuracy["kendalls_tau_val_fp32"] = _kendalls_tau(fp32)
                 accuracy["kendalls_tau_val_int8"] = _kendalls_tau(int8)
                 accuracy["val_videos"] = len(val_videos)
-            variants["int8"] = {"encoder": ENCODER_INT8_FILE, "head": HEAD_FILE,
-                                "accuracy": accuracy}
+            variants["int8"] = {
+                "encoder": ENCODER_INT8_FILE,
+                "head": HEAD_FILE,
+                "accuracy": accuracy,
+            }
 
         trt_section = None
         if tensorrt:
-            trt_section = _export_tensorrt(tmp, files, feature_shape, size, k, fp16,
-                                           calibration_frames if quantize_int8 else None)
+            trt_section = _export_tensorrt(
+                tmp,
+                files,
+                feature_shape,
+                size,
+                k,
+                fp16,
+                calibration_frames if quantize_int8 else None,
+            )
 
         manifest: dict[str, Any] = {
             "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -507,10 +605,19 @@ def export_bundle(
             "training": _yaml_safe(training_config or {}),
             "versions": _versions(),
             "export": {"exporter": exporter, "opset": opset},
-            "io": {"encoder": {"input": ENCODER_INPUT, "input_dtype": "uint8",
-                               "input_shape": ["N", size, size, 3], "output": ENCODER_OUTPUT},
-                   "head": {"input": HEAD_INPUT, "input_shape": ["N", k, *feature_shape],
-                            "output": HEAD_OUTPUT}},
+            "io": {
+                "encoder": {
+                    "input": ENCODER_INPUT,
+                    "input_dtype": "uint8",
+                    "input_shape": ["N", size, size, 3],
+                    "output": ENCODER_OUTPUT,
+                },
+                "head": {
+                    "input": HEAD_INPUT,
+                    "input_shape": ["N", k, *feature_shape],
+                    "output": HEAD_OUTPUT,
+                },
+            },
             "weights": WEIGHTS_FILE,
             "variants": variants,
             "tensorrt": trt_section,
@@ -531,23 +638,41 @@ def export_bundle(
     return manifest
 
 
-def _export_tensorrt(bundle: Path, files: dict[str, dict[str, Any]], feature_shape: list[int],
-                     size: int, k: int, fp16: bool, int8_calibration: np.ndarray | None
-                     ) -> dict[str, Any]:
+def _export_tensorrt(
+    bundle: Path,
+    files: dict[str, dict[str, Any]],
+    feature_shape: list[int],
+    size: int,
+    k: int,
+    fp16: bool,
+    int8_calibration: np.ndarray | None,
+) -> dict[str, Any]:
     """Build TensorRT plans next to the ONNX graphs (encoder INT8 when calibration is given)."""
     trt = _require_tensorrt()
     precision = "int8" if int8_calibration is not None else ("fp16" if fp16 else "fp32")
     encoder_plan, head_plan = f"encoder_{precision}.plan", f"head_{'fp16' if fp16 else 'fp32'}.plan"
-    build_tensorrt_engine(bundle / ENCODER_FILE, bundle / encoder_plan, ENCODER_INPUT,
-                          (size, size, 3), fp16=fp16, int8_calibration=int8_calibration)
-    build_tensorrt_engine(bundle / HEAD_FILE, bundle / head_plan, HEAD_INPUT,
-                          (k, *feature_shape), fp16=fp16)
+    build_tensorrt_engine(
+        bundle / ENCODER_FILE,
+        bundle / encoder_plan,
+        ENCODER_INPUT,
+        (size, size, 3),
+        fp16=fp16,
+        int8_calibration=int8_calibration,
+    )
+    build_tensorrt_engine(
+        bundle / HEAD_FILE, bundle / head_plan, HEAD_INPUT, (k, *feature_shape), fp16=fp16
+    )
     for name in (encoder_plan, head_plan):
         files[name] = file_entry(bundle, name, DERIVED_FILE_ROLE)
-    return {"encoder": encoder_plan, "head": head_plan, "precision": precision,
-            "max_batch": TENSORRT_MAX_BATCH, "tensorrt_version": trt.__version__,
-            "device_name": torch.cuda.get_device_name(),
-            "note": "TensorRT plans only run on the GPU model and TensorRT version that built them"}
+    return {
+        "encoder": encoder_plan,
+        "head": head_plan,
+        "precision": precision,
+        "max_batch": TENSORRT_MAX_BATCH,
+        "tensorrt_version": trt.__version__,
+        "device_name": torch.cuda.get_device_name(),
+        "note": "TensorRT plans only run on the GPU model and TensorRT version that built them",
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -555,22 +680,39 @@ def _export_tensorrt(bundle: Path, files: dict[str, dict[str, Any]], feature_sha
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tcc_model.export",
-                                description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tcc_model.export", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
     p.add_argument("--out", required=True, help="bundle directory to create")
     p.add_argument("--dataset", help="dataset NAME for real check/calibration frames and val tau")
-    p.add_argument("--quantize-int8", action="store_true",
-                   help="also write encoder_int8.onnx (ORT static int8) and its accuracy cost")
-    p.add_argument("--int8-calib", type=int, default=64, metavar="N",
-                   help="number of int8 calibration frames (default 64)")
+    p.add_argument(
+        "--quantize-int8",
+        action="store_true",
+        help="also write encoder_int8.onnx (ORT static int8) and its accuracy cost",
+    )
+    p.add_argument(
+        "--int8-calib",
+        type=int,
+        default=64,
+        metavar="N",
+        help="number of int8 calibration frames (default 64)",
+    )
     p.add_argument("--tensorrt", action="store_true", help="build TensorRT engines (CUDA GPU)")
     p.add_argument("--fp16", action="store_true", help="FP16 TensorRT engines")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
-                   help="torch ONNX exporter (default dynamo; torchscript is the legacy one)")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_REL,
-                   help="max ONNX-vs-PyTorch |diff| relative to max |embedding| (default 1e-3)")
+    p.add_argument(
+        "--exporter",
+        choices=EXPORTERS,
+        default="dynamo",
+        help="torch ONNX exporter (default dynamo; torchscript is the legacy one)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE_REL,
+        help="max ONNX-vs-PyTorch |diff| relative to max |embedding| (default 1e-3)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -579,8 +721,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         if args.int8_calib < 1:
             raise ValueError(f"--int8-calib must be >= 1, got {args.int8_calib}")
@@ -597,27 +741,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         source, dataset_phases = "synthetic", None
         if args.dataset:
             check, calib, val_videos, dataset_phases = load_dataset_frames(
-                args.dataset, int(cfg["image_size"]), num_check_frames=64,
-                num_calib_frames=args.int8_calib)
+                args.dataset,
+                int(cfg["image_size"]),
+                num_check_frames=64,
+                num_calib_frames=args.int8_calib,
+            )
             source = f"dataset:{args.dataset}"
-        phase_names = (config.get("phase_names") or (config.get("data") or {}).get("phase_names")
-                       or dataset_phases)
+        phase_names = (
+            config.get("phase_names")
+            or (config.get("data") or {}).get("phase_names")
+            or dataset_phases
+        )
         training = {key: value for key, value in config.items() if key != "model"}
         training["step"] = ckpt.get("step")
         training["checkpoint"] = str(args.checkpoint)
         manifest = export_bundle(
-            model, args.out, model_config=cfg, phase_names=phase_names, training_config=training,
-            check_frames=check, check_source=source, calibration_frames=calib,
-            val_videos=val_videos, opset=args.opset, exporter=args.exporter,
+            model,
+            args.out,
+            model_config=cfg,
+            phase_names=phase_names,
+            training_config=training,
+            check_frames=check,
+            check_source=source,
+            calibration_frames=calib,
+            val_videos=val_videos,
+            opset=args.opset,
+            exporter=args.exporter,
             quantize_int8=args.quantize_int8,
-            tensorrt=args.tensorrt, fp16=args.fp16, tolerance_rel=args.tolerance,
-            overwrite=args.overwrite)
+            tensorrt=args.tensorrt,
+            fp16=args.fp16,
+            tolerance_rel=args.tolerance,
+            overwrite=args.overwrite,
+        )
     except ValueError as err:  # BundleError, ExportError, DatasetError are ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2
     ver = manifest["verification"]
-    print(f"wrote {args.out} (bundle_id {manifest['bundle_id'][:12]}); ONNX vs PyTorch max |diff| "
-          f"{ver['max_abs_diff_embeddings']:.3g} <= {ver['tolerance_abs']:.3g} on {ver['frames']}")
+    print(
+        f"wrote {args.out} (bundle_id {manifest['bundle_id'][:12]}); ONNX vs PyTorch max |diff| "
+        f"{ver['max_abs_diff_embeddings']:.3g} <= {ver['tolerance_abs']:.3g} on {ver['frames']}"
+    )
     if "int8" in manifest["variants"]:
         print(f"int8 accuracy cost: {manifest['variants']['int8']['accuracy']}")
     return 0

@@ -66,8 +66,9 @@ def _resize(frames: np.ndarray, size: int | None) -> np.ndarray:
     return resize_frames(frames, size)
 
 
-def dataset_episodes(name: str, split: str, limit: int | None, size: int | None
-                     ) -> Iterator[SourceEpisode]:
+def dataset_episodes(
+    name: str, split: str, limit: int | None, size: int | None
+) -> Iterator[SourceEpisode]:
     """Episodes of a registered dataset split (``tcc_model.data.registry`` names)."""
     from tcc_model.data.registry import load_dataset_split
 
@@ -82,8 +83,9 @@ def dataset_episodes(name: str, split: str, limit: int | None, size: int | None
             yield SourceEpisode(episode.name, frames)
 
 
-def sim_episodes(count: int, seed: int, anomaly: str | None, size: int | None,
-                 variation: str = "station") -> Iterator[SourceEpisode]:
+def sim_episodes(
+    count: int, seed: int, anomaly: str | None, size: int | None, variation: str = "station"
+) -> Iterator[SourceEpisode]:
     """Episodes rendered live by the pouring simulator (``anomaly`` applies to every episode)."""
     from tcc_model.data.sim_pouring import render_episode
 
@@ -116,15 +118,24 @@ def bag_episode(path: str, topic: str, size: int | None) -> Iterator[SourceEpiso
         images = contents.images[frames_slice]
         truth_msgs = [contents.ground_truth.get(im.stamp_ns) for im in images]
         truth = (
-            None if any(t is None for t in truth_msgs)
+            None
+            if any(t is None for t in truth_msgs)
             else [{key: getattr(t, key) for key in _TRUTH_FIELDS} for t in truth_msgs]
         )
         frames = _resize(np.stack([im.frame for im in images]), size)
         yield SourceEpisode(name, frames, truth)
 
 
-_TRUTH_FIELDS = ("episode", "frame_index", "num_frames", "phase_id", "phase_name", "progress",
-                 "anomaly", "anomaly_kind")
+_TRUTH_FIELDS = (
+    "episode",
+    "frame_index",
+    "num_frames",
+    "phase_id",
+    "phase_name",
+    "progress",
+    "anomaly",
+    "anomaly_kind",
+)
 
 
 def _truthy(text: str) -> bool:
@@ -145,26 +156,45 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     src.add_argument("--video", help="video file or frame folder")
     src.add_argument("--bag", help="rosbag2 directory")
     p.add_argument("--split", default="test", help="dataset split (default test)")
-    p.add_argument("--episodes", type=int, default=None, help="number of episodes (default all; "
-                   "sim: 1)")
+    p.add_argument(
+        "--episodes", type=int, default=None, help="number of episodes (default all; sim: 1)"
+    )
     p.add_argument("--seed", type=int, default=0, help="first simulator seed")
     p.add_argument("--anomaly", choices=ANOMALY_KINDS, default=None, help="simulated anomaly")
     p.add_argument("--bag-topic", default="/camera/image_raw", help="image topic inside --bag")
     p.add_argument("--rate", type=float, default=12.0, help="frames per second (default 12)")
     p.add_argument("--size", type=int, default=None, help="resize frames to SIZE x SIZE")
-    p.add_argument("--variation", choices=["full", "station"], default="station",
-                   help="simulator scene variation (with --sim)")
+    p.add_argument(
+        "--variation",
+        choices=["full", "station"],
+        default="station",
+        help="simulator scene variation (with --sim)",
+    )
     p.add_argument("--image-topic", default="/camera/image_raw")
     p.add_argument("--ground-truth-topic", default="/tcc/ground_truth")
     p.add_argument("--reset-topic", default="/tcc/reset")
-    p.add_argument("--compressed", nargs="?", const=True, default=False, type=_truthy,
-                   help="publish JPEG CompressedImage (also --compressed true|false)")
+    p.add_argument(
+        "--compressed",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_truthy,
+        help="publish JPEG CompressedImage (also --compressed true|false)",
+    )
     p.add_argument("--reliable", action="store_true", help="reliable QoS (default best effort)")
     p.add_argument("--loop", action="store_true", help="start over at the end of the stream")
-    p.add_argument("--episode-gap", type=float, default=0.5,
-                   help="seconds between episodes, after the reset (default 0.5)")
-    p.add_argument("--wait-subscribers", type=float, default=15.0,
-                   help="wait up to S seconds for an image subscriber before starting (default 15)")
+    p.add_argument(
+        "--episode-gap",
+        type=float,
+        default=0.5,
+        help="seconds between episodes, after the reset (default 0.5)",
+    )
+    p.add_argument(
+        "--wait-subscribers",
+        type=float,
+        default=15.0,
+        help="wait up to S seconds for an image subscriber before starting (default 15)",
+    )
     p.add_argument("--frame-id", default="camera")
     args = p.parse_args(list(argv))
     if args.rate <= 0:
@@ -181,8 +211,7 @@ def episodes_from_args(args: argparse.Namespace) -> Iterator[SourceEpisode]:
     if args.dataset:
         return dataset_episodes(args.dataset, args.split, args.episodes, args.size)
     if args.sim:
-        return sim_episodes(args.episodes or 1, args.seed, args.anomaly, args.size,
-                            args.variation)
+        return sim_episodes(args.episodes or 1, args.seed, args.anomaly, args.size, args.variation)
     if args.video:
         return video_episode(args.video, args.size)
     return bag_episode(args.bag, args.bag_topic, args.size)
@@ -201,8 +230,12 @@ class CameraSourceNode:
 
         self.args = args
         self.node = Node("camera_source", context=context)
-        qos = QoSProfile(depth=2 if not args.reliable else 10, reliability=(
-            ReliabilityPolicy.RELIABLE if args.reliable else ReliabilityPolicy.BEST_EFFORT))
+        qos = QoSProfile(
+            depth=2 if not args.reliable else 10,
+            reliability=(
+                ReliabilityPolicy.RELIABLE if args.reliable else ReliabilityPolicy.BEST_EFFORT
+            ),
+        )
         self._image_type = CompressedImage if args.compressed else Image
         self.pub_image = self.node.create_publisher(self._image_type, args.image_topic, qos)
         self.pub_truth = self.node.create_publisher(GroundTruth, args.ground_truth_topic, 50)
@@ -240,8 +273,7 @@ class CameraSourceNode:
             if self.stop_event.is_set():
                 break
             next_tick = max(next_tick + period, time.monotonic() - period)
-            header = Header(stamp=self.node.get_clock().now().to_msg(),
-                            frame_id=self.args.frame_id)
+            header = Header(stamp=self.node.get_clock().now().to_msg(), frame_id=self.args.frame_id)
             self.pub_image.publish(self._image_msg(episode.frames[i], header))
             if episode.truth is not None:
                 self.pub_truth.publish(self._GroundTruth(header=header, **episode.truth[i]))
@@ -252,8 +284,10 @@ class CameraSourceNode:
         """Publish the whole stream; returns the process exit code."""
         log = self.node.get_logger()
         if not self.wait_for_subscribers() and not self.stop_event.is_set():
-            log.warning(f"no subscriber on {self.args.image_topic} after "
-                        f"{self.args.wait_subscribers:.0f} s; publishing anyway")
+            log.warning(
+                f"no subscriber on {self.args.image_topic} after "
+                f"{self.args.wait_subscribers:.0f} s; publishing anyway"
+            )
         next_tick = time.monotonic()
         first = True
         while not self.stop_event.is_set():
@@ -266,10 +300,12 @@ class CameraSourceNode:
                         break
                     next_tick = time.monotonic()
                 first = False
-                log.info(f"episode {episode.name}: {len(episode.frames)} frames "
-                         f"{episode.frames.shape[1]}x{episode.frames.shape[2]} "
-                         f"at {self.args.rate:g} fps"
-                         + (f", anomaly {episode.anomaly_kind}" if episode.anomaly_kind else ""))
+                log.info(
+                    f"episode {episode.name}: {len(episode.frames)} frames "
+                    f"{episode.frames.shape[1]}x{episode.frames.shape[2]} "
+                    f"at {self.args.rate:g} fps"
+                    + (f", anomaly {episode.anomaly_kind}" if episode.anomaly_kind else "")
+                )
                 next_tick = self.publish_episode(episode, next_tick)
             if not self.args.loop:
                 break
@@ -285,8 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(remove_ros_args(["camera_source", *argv])[1:])
-    rclpy.init(args=["camera_source", *argv],
-               signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    rclpy.init(
+        args=["camera_source", *argv], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO
+    )
     source = CameraSourceNode(args)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: source.stop_event.set())

@@ -48,10 +48,19 @@ class LiveReport:
     latencies_ms: list[float] = field(default_factory=list)
     diagnostics: dict[str, str] = field(default_factory=dict)
 
-    def add_truth(self, stamp_ns: int, episode: str, frame_index: int, phase_id: int,
-                  progress: float, anomaly: bool, anomaly_kind: str) -> None:
-        self.truth[stamp_ns] = _Truth(episode, frame_index, phase_id, progress, anomaly,
-                                      anomaly_kind)
+    def add_truth(
+        self,
+        stamp_ns: int,
+        episode: str,
+        frame_index: int,
+        phase_id: int,
+        progress: float,
+        anomaly: bool,
+        anomaly_kind: str,
+    ) -> None:
+        self.truth[stamp_ns] = _Truth(
+            episode, frame_index, phase_id, progress, anomaly, anomaly_kind
+        )
 
     def add_progress(self, stamp_ns: int, progress: float) -> None:
         self.progress[stamp_ns] = progress
@@ -74,8 +83,11 @@ class LiveReport:
         previous: _Truth | None = None
         for stamp in sorted(self.truth):
             t = self.truth[stamp]
-            if (previous is None or t.episode != previous.episode
-                    or t.frame_index <= previous.frame_index):
+            if (
+                previous is None
+                or t.episode != previous.episode
+                or t.frame_index <= previous.frame_index
+            ):
                 runs.append([])
             runs[-1].append(stamp)
             previous = t
@@ -93,17 +105,19 @@ class LiveReport:
         scores = []
         for stamps in self._episodes():
             truth = [self.truth[s] for s in stamps]
-            scores.append(score_episode(
-                truth[0].episode,
-                pred_progress=[self.progress.get(s, math.nan) for s in stamps],
-                pred_phase=[self.phase.get(s, -1) for s in stamps],
-                pred_alarm=[self.anomaly.get(s, False) for s in stamps],
-                pred_score=[self.anomaly_score.get(s, math.nan) for s in stamps],
-                gt_progress=[t.progress for t in truth],
-                gt_phase=[t.phase_id for t in truth],
-                gt_anomaly_mask=[t.anomaly for t in truth],
-                anomalous=bool(truth[0].anomaly_kind),
-            ))
+            scores.append(
+                score_episode(
+                    truth[0].episode,
+                    pred_progress=[self.progress.get(s, math.nan) for s in stamps],
+                    pred_phase=[self.phase.get(s, -1) for s in stamps],
+                    pred_alarm=[self.anomaly.get(s, False) for s in stamps],
+                    pred_score=[self.anomaly_score.get(s, math.nan) for s in stamps],
+                    gt_progress=[t.progress for t in truth],
+                    gt_phase=[t.phase_id for t in truth],
+                    gt_anomaly_mask=[t.anomaly for t in truth],
+                    anomalous=bool(truth[0].anomaly_kind),
+                )
+            )
         summary = summarize(scores)
         estimated = sum(s in self.truth for s in self.phase)
         lat = np.array(self.latencies_ms, float)
@@ -129,20 +143,32 @@ def format_report(report: dict[str, Any]) -> str:
     """Markdown table of a :meth:`LiveReport.report` dict."""
     rows = [
         ("episodes", f"{report['episodes']}"),
-        ("frames estimated / ground truth",
-         f"{report['frames_estimated']} / {report['frames_ground_truth']}"),
+        (
+            "frames estimated / ground truth",
+            f"{report['frames_estimated']} / {report['frames_ground_truth']}",
+        ),
         ("progress MAE", f"{report['progress_mae']:.3f}"),
         ("phase accuracy", f"{report['phase_accuracy']:.3f}"),
-        ("anomalies caught / missed / false alarms",
-         f"{report['anomalies_caught']} / {report['anomalies_missed']} / {report['false_alarms']}"),
+        (
+            "anomalies caught / missed / false alarms",
+            " / ".join(
+                str(report[k]) for k in ("anomalies_caught", "anomalies_missed", "false_alarms")
+            ),
+        ),
         ("detection delay (median, frames)", f"{report['detection_delay_frames_median']:.1f}"),
-        ("latency p50 / p99 (ms)",
-         f"{report['latency_ms_p50']:.1f} / {report['latency_ms_p99']:.1f}"),
+        (
+            "latency p50 / p99 (ms)",
+            f"{report['latency_ms_p50']:.1f} / {report['latency_ms_p99']:.1f}",
+        ),
     ]
     diag = report.get("diagnostics") or {}
     if diag:
-        rows.append(("dropped / rejected frames (monitor)",
-                     f"{diag.get('frames_dropped', '?')} / {diag.get('frames_rejected', '?')}"))
+        rows.append(
+            (
+                "dropped / rejected frames (monitor)",
+                f"{diag.get('frames_dropped', '?')} / {diag.get('frames_rejected', '?')}",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     lines = [f"| {'metric':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
     lines += [f"| {name:<{width}} | {value} |" for name, value in rows]
@@ -194,8 +220,15 @@ class ConsoleNode:
 
     def _on_truth(self, msg: Any) -> None:
         with self._lock:
-            self.report.add_truth(self._ns(msg.header.stamp), msg.episode, msg.frame_index,
-                                  msg.phase_id, msg.progress, msg.anomaly, msg.anomaly_kind)
+            self.report.add_truth(
+                self._ns(msg.header.stamp),
+                msg.episode,
+                msg.frame_index,
+                msg.phase_id,
+                msg.progress,
+                msg.anomaly,
+                msg.anomaly_kind,
+            )
         if msg.episode != self._episode:
             self._episode = msg.episode
             kind = f" (anomaly: {msg.anomaly_kind})" if msg.anomaly_kind else ""
@@ -208,8 +241,10 @@ class ConsoleNode:
         if now - self._last_print >= 1.0:
             self._last_print = now
             bar = "#" * int(round(20 * msg.progress))
-            self._say(f"   progress [{bar:<20}] {100 * msg.progress:5.1f}% "
-                      f"(+/- {100 * msg.uncertainty:.1f}) frame {msg.frame_index}")
+            self._say(
+                f"   progress [{bar:<20}] {100 * msg.progress:5.1f}% "
+                f"(+/- {100 * msg.uncertainty:.1f}) frame {msg.frame_index}"
+            )
 
     def _on_phase(self, msg: Any) -> None:
         received = time.time_ns()
@@ -261,8 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(remove_ros_args(["monitor_console", *argv])[1:])
-    rclpy.init(args=["monitor_console", *argv],
-               signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    rclpy.init(
+        args=["monitor_console", *argv],
+        signal_handler_options=rclpy.signals.SignalHandlerOptions.NO,
+    )
     console = ConsoleNode(args.namespace, quiet=args.quiet)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

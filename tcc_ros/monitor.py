@@ -62,8 +62,15 @@ def build_commands(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
     py = [sys.executable, "-m"]
     namespace = str(params.get("output_namespace", "/tcc")).rstrip("/")
     image_topic = args.image_topic or str(params.get("image_topic", "/camera/image_raw"))
-    monitor = [*py, "tcc_ros.monitor_node", "--ros-args", "--params-file", str(args.params),
-               "-p", f"image_topic:={image_topic}"]
+    monitor = [
+        *py,
+        "tcc_ros.monitor_node",
+        "--ros-args",
+        "--params-file",
+        str(args.params),
+        "-p",
+        f"image_topic:={image_topic}",
+    ]
     if args.bundle:
         monitor += ["-p", f"bundle:={args.bundle}"]
     commands = {"monitor": monitor}
@@ -73,13 +80,26 @@ def build_commands(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
             console += ["--report", str(args.report)]
         commands["console"] = console
     if args.with_demo_camera:
-        camera = [*py, "tcc_ros.camera_source", "--rate", f"{args.demo_rate:g}",
-                  "--image-topic", image_topic,
-                  "--ground-truth-topic", f"{namespace}/ground_truth",
-                  "--reset-topic", f"{namespace}/reset"]
+        camera = [
+            *py,
+            "tcc_ros.camera_source",
+            "--rate",
+            f"{args.demo_rate:g}",
+            "--image-topic",
+            image_topic,
+            "--ground-truth-topic",
+            f"{namespace}/ground_truth",
+            "--reset-topic",
+            f"{namespace}/reset",
+        ]
         if args.demo_sim:
-            camera += ["--sim", "--episodes", str(args.demo_episodes or 1),
-                       "--seed", str(args.demo_seed)]
+            camera += [
+                "--sim",
+                "--episodes",
+                str(args.demo_episodes or 1),
+                "--seed",
+                str(args.demo_seed),
+            ]
             if args.demo_anomaly:
                 camera += ["--anomaly", args.demo_anomaly]
         else:
@@ -95,28 +115,48 @@ def build_commands(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tcc_ros.monitor",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--params", required=True, type=Path,
-                   help="ROS 2 parameter file (config/progress_monitor.yaml)")
+    p = argparse.ArgumentParser(
+        prog="python -m tcc_ros.monitor", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--params",
+        required=True,
+        type=Path,
+        help="ROS 2 parameter file (config/progress_monitor.yaml)",
+    )
     p.add_argument("--bundle", default=None, help="bundle directory (overrides the params file)")
     p.add_argument("--image-topic", default=None, help="overrides image_topic of the params file")
-    p.add_argument("--with-demo-camera", action="store_true",
-                   help="also start a camera replaying a dataset (or the simulator)")
+    p.add_argument(
+        "--with-demo-camera",
+        action="store_true",
+        help="also start a camera replaying a dataset (or the simulator)",
+    )
     p.add_argument("--demo-dataset", default="sim_pouring")
     p.add_argument("--demo-split", default="test")
     p.add_argument("--demo-episodes", type=int, default=None)
     p.add_argument("--demo-sim", action="store_true", help="render episodes live instead")
-    p.add_argument("--demo-anomaly", default=None, choices=ANOMALY_KINDS,
-                   help="simulated anomaly (with --demo-sim)")
+    p.add_argument(
+        "--demo-anomaly",
+        default=None,
+        choices=ANOMALY_KINDS,
+        help="simulated anomaly (with --demo-sim)",
+    )
     p.add_argument("--demo-seed", type=int, default=1000)
     p.add_argument("--demo-rate", type=float, default=12.0, help="camera fps (default 12)")
     p.add_argument("--demo-size", type=int, default=None, help="camera frame size")
     p.add_argument("--report", type=Path, default=None, help="write the final report as JSON")
-    p.add_argument("--duration", type=float, default=None,
-                   help="stop after S seconds (default: at the end of the demo stream, or never)")
-    p.add_argument("--drain", type=float, default=3.0,
-                   help="seconds to wait for the last outputs after the camera ends (default 3)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after S seconds (default: at the end of the demo stream, or never)",
+    )
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=3.0,
+        help="seconds to wait for the last outputs after the camera ends (default 3)",
+    )
     p.add_argument("--no-console", action="store_true", help="do not start the console view")
     args = p.parse_args(list(argv))
     if args.duration is not None and args.duration <= 0:
@@ -167,8 +207,9 @@ def run(args: argparse.Namespace) -> int:
             camera = procs.get("camera")
             if camera is not None and camera.poll() is not None:
                 if camera.returncode != 0:
-                    print(f"error: the camera exited with status {camera.returncode}",
-                          file=sys.stderr)
+                    print(
+                        f"error: the camera exited with status {camera.returncode}", file=sys.stderr
+                    )
                     status = camera.returncode
                 time.sleep(args.drain)
                 break

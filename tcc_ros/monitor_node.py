@@ -157,8 +157,9 @@ class ProgressMonitorNode(Node):
                 f"{self.diagnostics_period} and {self.no_frame_timeout_s}"
             )
 
-        self.loaded = monitor_factory(self.bundle, self.backend_request, self.threads,
-                                      self._overrides)
+        self.loaded = monitor_factory(
+            self.bundle, self.backend_request, self.threads, self._overrides
+        )
         self.stats = _Stats()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -170,8 +171,9 @@ class ProgressMonitorNode(Node):
         self._started = time.monotonic()
         self._type_error = ""
 
-        out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                             history=HistoryPolicy.KEEP_LAST)
+        out_qos = QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
+        )
         self.pub_progress = self.create_publisher(TaskProgress, f"{out_ns}/progress", out_qos)
         self.pub_phase = self.create_publisher(TaskPhase, f"{out_ns}/phase", out_qos)
         self.pub_alignment = self.create_publisher(Alignment, f"{out_ns}/alignment", out_qos)
@@ -183,8 +185,11 @@ class ProgressMonitorNode(Node):
         in_qos = QoSProfile(
             depth=depth,
             history=HistoryPolicy.KEEP_LAST,
-            reliability=(ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
-                         else ReliabilityPolicy.RELIABLE),
+            reliability=(
+                ReliabilityPolicy.BEST_EFFORT
+                if reliability == "best_effort"
+                else ReliabilityPolicy.RELIABLE
+            ),
         )
         image_type = CompressedImage if self.compressed else Image
         self.create_subscription(image_type, self.image_topic, self._on_image, in_qos)
@@ -207,9 +212,7 @@ class ProgressMonitorNode(Node):
         if isinstance(default, bool) != isinstance(value, bool) or (
             isinstance(default, (int, float)) and not isinstance(value, (int, float))
         ):
-            raise ValueError(
-                f"parameter {name} must be {type(default).__name__}, got {value!r}"
-            )
+            raise ValueError(f"parameter {name} must be {type(default).__name__}, got {value!r}")
         return value
 
     # ---------------------------------------------------------------- inputs (executor thread)
@@ -250,8 +253,12 @@ class ProgressMonitorNode(Node):
     def _work(self) -> None:
         while True:
             with self._lock:
-                while (not self._stopping and self._mailbox is None and not self._reset_requested
-                       and self._reload_request is None):
+                while (
+                    not self._stopping
+                    and self._mailbox is None
+                    and not self._reset_requested
+                    and self._reload_request is None
+                ):
                     self._wake.wait()
                 if self._stopping:
                     return
@@ -322,29 +329,47 @@ class ProgressMonitorNode(Node):
         frame_index = int(r.frame_index)
         valid = bool(getattr(r, "valid", True))
         if valid:
-            self.pub_progress.publish(TaskProgress(
-                header=header, progress=float(r.progress), uncertainty=float(r.progress_std),
-                reference_id=str(r.reference_id), reference_frame=int(r.reference_frame),
-                phase_progress=float(r.phase_progress), frame_index=frame_index,
-            ))
-            self.pub_alignment.publish(Alignment(
-                header=header, reference_id=str(r.reference_id),
-                reference_frame=int(r.reference_frame),
-                reference_length=int(r.reference_length), distance=float(r.distance),
-                frame_index=frame_index,
-            ))
-        self.pub_phase.publish(TaskPhase(
-            header=header, phase_id=int(r.phase_id) if valid else -1,
-            phase_name=str(r.phase_name) if valid else "",
-            confidence=float(r.phase_confidence) if valid else 0.0,
-        ))
+            self.pub_progress.publish(
+                TaskProgress(
+                    header=header,
+                    progress=float(r.progress),
+                    uncertainty=float(r.progress_std),
+                    reference_id=str(r.reference_id),
+                    reference_frame=int(r.reference_frame),
+                    phase_progress=float(r.phase_progress),
+                    frame_index=frame_index,
+                )
+            )
+            self.pub_alignment.publish(
+                Alignment(
+                    header=header,
+                    reference_id=str(r.reference_id),
+                    reference_frame=int(r.reference_frame),
+                    reference_length=int(r.reference_length),
+                    distance=float(r.distance),
+                    frame_index=frame_index,
+                )
+            )
+        self.pub_phase.publish(
+            TaskPhase(
+                header=header,
+                phase_id=int(r.phase_id) if valid else -1,
+                phase_name=str(r.phase_name) if valid else "",
+                confidence=float(r.phase_confidence) if valid else 0.0,
+            )
+        )
         onset = r.frames_since_onset
-        self.pub_anomaly.publish(Anomaly(
-            header=header, anomaly=bool(r.anomaly), score=float(r.anomaly_score),
-            threshold=float(self.loaded.anomaly_threshold), kind=str(r.anomaly_kind or ""),
-            description=str(r.anomaly_description or ""),
-            frames_since_onset=-1 if onset is None else int(onset),
-        ))
+        self.pub_anomaly.publish(
+            Anomaly(
+                header=header,
+                anomaly=bool(r.anomaly),
+                score=float(r.anomaly_score),
+                threshold=float(self.loaded.anomaly_threshold),
+                kind=str(r.anomaly_kind or ""),
+                description=str(r.anomaly_description or ""),
+                frames_since_onset=-1 if onset is None else int(onset),
+            )
+        )
 
     # ---------------------------------------------------------------- diagnostics (executor)
     def diagnostics_status(self) -> DiagnosticStatus:
@@ -360,8 +385,13 @@ class ProgressMonitorNode(Node):
             latencies = np.array(s.latencies_s) if s.latencies_s else None
             processing = np.array(s.processing_s) if s.processing_s else None
             silent_for = None if s.last_frame_wall is None else now - s.last_frame_wall
-            counts = dict(received=s.received, processed=s.processed, dropped=s.dropped,
-                          rejected=s.rejected, failed=s.failed)
+            counts = dict(
+                received=s.received,
+                processed=s.processed,
+                dropped=s.dropped,
+                rejected=s.rejected,
+                failed=s.failed,
+            )
             last_rejection = s.last_rejection
         self._check_image_topic_type()
         level, message = DiagnosticStatus.OK, "ok"
@@ -393,7 +423,9 @@ class ProgressMonitorNode(Node):
         if processing is not None:
             values["processing_p50_ms"] = f"{1e3 * np.percentile(processing, 50):.1f}"
         return DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: progress monitor", message=message,
+            level=level,
+            name=f"{self.get_name()}: progress monitor",
+            message=message,
             hardware_id=self.loaded.bundle_id,
             values=[KeyValue(key=k, value=v) for k, v in values.items()],
         )
@@ -408,8 +440,9 @@ class ProgressMonitorNode(Node):
 
     def _check_image_topic_type(self) -> None:
         expected = IMAGE_TYPE_NAMES[self.compressed]
-        types = sorted({info.topic_type
-                        for info in self.get_publishers_info_by_topic(self.image_topic)})
+        types = sorted(
+            {info.topic_type for info in self.get_publishers_info_by_topic(self.image_topic)}
+        )
         wrong = [t for t in types if t != expected]
         if wrong:
             error = (
@@ -437,22 +470,38 @@ def draw_overlay(frame: np.ndarray, result: Any) -> np.ndarray:
     cv2.rectangle(out, (0, h - bar_h), (w - 1, h - 1), (40, 40, 40), -1)
     cv2.rectangle(out, (0, h - bar_h), (int(progress * (w - 1)), h - 1), (60, 200, 60), -1)
     text = f"{getattr(result, 'phase_name', '')} {100 * progress:.0f}%"
-    cv2.putText(out, text, (4, int(20 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
-                (255, 255, 255), max(1, int(2 * scale)), cv2.LINE_AA)
+    cv2.putText(
+        out,
+        text,
+        (4, int(20 * scale) + 4),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.6 * scale,
+        (255, 255, 255),
+        max(1, int(2 * scale)),
+        cv2.LINE_AA,
+    )
     if getattr(result, "anomaly", False):
         thickness = max(2, int(6 * scale))
         cv2.rectangle(out, (0, 0), (w - 1, h - 1), (255, 0, 0), thickness)
-        cv2.putText(out, f"ANOMALY {getattr(result, 'anomaly_kind', '')}",
-                    (4, int(44 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
-                    (255, 60, 60), max(1, int(2 * scale)), cv2.LINE_AA)
+        cv2.putText(
+            out,
+            f"ANOMALY {getattr(result, 'anomaly_kind', '')}",
+            (4, int(44 * scale) + 4),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.6 * scale,
+            (255, 60, 60),
+            max(1, int(2 * scale)),
+            cv2.LINE_AA,
+        )
     return out
 
 
 def spin_until_signal(node: Node, extra: Callable[[], bool] | None = None) -> None:
     """Spin ``node`` until SIGINT or SIGTERM (or until ``extra()`` returns True)."""
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     executor = SingleThreadedExecutor(context=node.context)
     executor.add_node(node)
     try:
@@ -470,8 +519,10 @@ def spin_until_signal(node: Node, extra: Callable[[], bool] | None = None) -> No
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``progress_monitor --ros-args --params-file config/progress_monitor.yaml``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    rclpy.init(args=["progress_monitor", *argv],
-               signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    rclpy.init(
+        args=["progress_monitor", *argv],
+        signal_handler_options=rclpy.signals.SignalHandlerOptions.NO,
+    )
     node = None
     try:
         node = ProgressMonitorNode()

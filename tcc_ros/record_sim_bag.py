@@ -115,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: cannot write the bag --out {args.out}: {exc}; choose a writable path",
-              file=sys.stderr)
+        print(
+            f"error: cannot write the bag --out {args.out}: {exc}; choose a writable path",
+            file=sys.stderr,
+        )
         return 2
     print(f"wrote {n} frames to {args.out}")
     return 0

@@ -168,8 +168,9 @@ def test_camera_source_replays_bag_episodes_with_their_ground_truth(tmp_path: Pa
         expected = ground_truth_fields(labels, source.name)
         assert [t["phase_id"] for t in source.truth] == [t["phase_id"] for t in expected]
         assert [t["anomaly"] for t in source.truth] == [t["anomaly"] for t in expected]
-        np.testing.assert_allclose([t["progress"] for t in source.truth],
-                                   [t["progress"] for t in expected], atol=1e-6)
+        np.testing.assert_allclose(
+            [t["progress"] for t in source.truth], [t["progress"] for t in expected], atol=1e-6
+        )
     assert replayed[1].anomaly_kind == "stall" and replayed[0].anomaly_kind == ""
     with pytest.raises(BagError, match="/camera/other"):
         list(bag_episode(str(bag), "/camera/other", None))

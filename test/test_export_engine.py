@@ -27,9 +27,17 @@ from tcc_model.models import build_model
 from tcc_model.preprocess import PreprocessConfig, context_indices, resize_frames
 
 SIZE = 64
-MODEL_CFG = {"encoder": "light", "head": "light", "image_size": SIZE, "light_width": 8,
-             "embedding_size": 16, "head_channels": 16, "fc_channels": 32, "context_frames": 2,
-             "context_stride": 3}
+MODEL_CFG = {
+    "encoder": "light",
+    "head": "light",
+    "image_size": SIZE,
+    "light_width": 8,
+    "embedding_size": 16,
+    "head_channels": 16,
+    "fc_channels": 32,
+    "context_frames": 2,
+    "context_stride": 3,
+}
 CPU_BACKENDS = ("onnxruntime", "torch")
 
 
@@ -50,9 +58,23 @@ def _tiny_model() -> torch.nn.Module:
 def _camera_frames(n: int, h: int = 120, w: int = 160, seed: int = 3) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, (n, h // 10, w // 10, 3), dtype=np.uint8)
-    return np.stack([np.asarray(torch.nn.functional.interpolate(
-        torch.from_numpy(c).permute(2, 0, 1)[None].float(), size=(h, w), mode="bilinear",
-        align_corners=False)[0].permute(1, 2, 0).round().clamp(0, 255).byte()) for c in coarse])
+    return np.stack(
+        [
+            np.asarray(
+                torch.nn.functional.interpolate(
+                    torch.from_numpy(c).permute(2, 0, 1)[None].float(),
+                    size=(h, w),
+                    mode="bilinear",
+                    align_corners=False,
+                )[0]
+                .permute(1, 2, 0)
+                .round()
+                .clamp(0, 255)
+                .byte()
+            )
+            for c in coarse
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +85,14 @@ def model() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def bundle_dir(model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export.export_bundle(model, out, phase_names=["reach", "pour"], exporter="torchscript",
-                         quantize_int8=True, training_config={"algo": "tcc"})
+    export.export_bundle(
+        model,
+        out,
+        phase_names=["reach", "pour"],
+        exporter="torchscript",
+        quantize_int8=True,
+        training_config={"algo": "tcc"},
+    )
     return out
 
 
@@ -76,8 +104,9 @@ def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
 
 
 def _reference(model: torch.nn.Module, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return export.torch_embed_frames(model, resize_frames(frames, SIZE),
-                                     MODEL_CFG["context_frames"], MODEL_CFG["context_stride"])
+    return export.torch_embed_frames(
+        model, resize_frames(frames, SIZE), MODEL_CFG["context_frames"], MODEL_CFG["context_stride"]
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -102,8 +131,7 @@ def test_tensorrt_backend(model, bundle_dir):
         pytest.skip(f"tensorrt backend unavailable: {reason}")
     engine = load_bundle(bundle_dir, backend="tensorrt")
     frames = _camera_frames(6)
-    np.testing.assert_allclose(engine.embed_frames(frames), _reference(model, frames)[1],
-                               atol=2e-2)
+    np.testing.assert_allclose(engine.embed_frames(frames), _reference(model, frames)[1], atol=2e-2)
 
 
 def test_auto_backend_prefers_onnxruntime_on_cpu(bundle_dir):
@@ -120,7 +148,7 @@ def test_int8_variant_is_quantised_and_close(model, bundle_dir):
     frames = _camera_frames(8)
     ref_feats, _ = _reference(model, frames)
     feats = engine.encode_frames(frames)
-    rel_rms = np.sqrt(np.mean((feats - ref_feats) ** 2) / np.mean(ref_feats ** 2))
+    rel_rms = np.sqrt(np.mean((feats - ref_feats) ** 2) / np.mean(ref_feats**2))
     assert 0 < rel_rms < 0.1  # quantised (not bit-identical) yet close
 
 
@@ -293,8 +321,9 @@ def test_tensorrt_export_fails_clearly_without_tensorrt(model, tmp_path):
 
 
 def test_cli_reports_missing_checkpoint(tmp_path, capsys):
-    assert export.main(["--checkpoint", str(tmp_path / "nope.pt"), "--out",
-                        str(tmp_path / "b")]) == 2
+    assert (
+        export.main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --checkpoint") and len(err.splitlines()) == 1
 
@@ -303,8 +332,12 @@ def test_cli_reports_missing_checkpoint(tmp_path, capsys):
 def test_cli_exports_checkpoint_with_default_dynamo_exporter(model, tmp_path, capsys):
     from tcc_model.checkpoint import save_checkpoint
 
-    ckpt = save_checkpoint(tmp_path / "last.pt", model=model, step=7,
-                           config={"model": model.cfg.to_dict(), "algo": "tcc"})
+    ckpt = save_checkpoint(
+        tmp_path / "last.pt",
+        model=model,
+        step=7,
+        config={"model": model.cfg.to_dict(), "algo": "tcc"},
+    )
     out = tmp_path / "bundle"
     assert export.main(["--checkpoint", str(ckpt), "--out", str(out)]) == 0
     manifest = read_manifest(out)
@@ -312,8 +345,12 @@ def test_cli_exports_checkpoint_with_default_dynamo_exporter(model, tmp_path, ca
     assert manifest["training"]["step"] == 7 and manifest["training"]["algo"] == "tcc"
     frames = _camera_frames(9)
     engine = load_bundle(out, backend="onnxruntime", device="cpu")
-    np.testing.assert_allclose(engine.embed_frames(frames), _reference(model, frames)[1],
-                               rtol=0, atol=manifest["verification"]["tolerance_abs"])
+    np.testing.assert_allclose(
+        engine.embed_frames(frames),
+        _reference(model, frames)[1],
+        rtol=0,
+        atol=manifest["verification"]["tolerance_abs"],
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -357,20 +394,47 @@ def test_flop_counter_on_exported_encoder_matches_layer_sum(model, bundle_dir):
 
 
 def test_benchmark_runs_and_reports(bundle_dir, tmp_path):
-    report = bench_engine.run_benchmark(bundle_dir, backends=["onnxruntime", "torch"],
-                                        threads=[1], batches=[1, 2], repeats=3, warmup=1,
-                                        gemm_size=256)
+    report = bench_engine.run_benchmark(
+        bundle_dir,
+        backends=["onnxruntime", "torch"],
+        threads=[1],
+        batches=[1, 2],
+        repeats=3,
+        warmup=1,
+        gemm_size=256,
+    )
     rows = report["results"]
     assert {(r["backend"], r["variant"]) for r in rows} == {
-        ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32")}
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+        ("torch", "fp32"),
+    }
     assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in rows)
     assert report["gemm_peak_gflops"]["1"] > 0
     table = bench_engine.markdown_table(report)
     assert table.count("\n") == len(rows) + 1
     out = tmp_path / "bench.json"
-    assert bench_engine.main(["--bundle", str(bundle_dir), "--backends", "onnxruntime",
-                              "--threads", "1", "--batches", "1", "--repeats", "2",
-                              "--gemm-size", "128", "--json", str(out)]) == 0
+    assert (
+        bench_engine.main(
+            [
+                "--bundle",
+                str(bundle_dir),
+                "--backends",
+                "onnxruntime",
+                "--threads",
+                "1",
+                "--batches",
+                "1",
+                "--repeats",
+                "2",
+                "--gemm-size",
+                "128",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["results"]
 
 

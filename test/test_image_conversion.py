@@ -80,14 +80,17 @@ def test_numpy_and_list_data_are_accepted() -> None:
     np.testing.assert_array_equal(image_to_rgb(_image(RGB, "rgb8", data=list(RGB.tobytes()))), RGB)
 
 
-@pytest.mark.parametrize("encoding,order", [("yuv422", "uyvy"), ("uyvy", "uyvy"),
-                                            ("yuv422_yuy2", "yuyv"), ("yuyv", "yuyv")])
+@pytest.mark.parametrize(
+    "encoding,order",
+    [("yuv422", "uyvy"), ("uyvy", "uyvy"), ("yuv422_yuy2", "yuyv"), ("yuyv", "yuyv")],
+)
 def test_yuv422_byte_orders(encoding: str, order: str) -> None:
     # two gray pixels: Y0 = 60 (dark), Y1 = 200 (bright), neutral chroma
     macro = [128, 60, 128, 200] if order == "uyvy" else [60, 128, 200, 128]
     data = np.tile(np.array(macro, np.uint8), (2, 3))  # 2 rows x 6 pixels
-    msg = SimpleNamespace(height=2, width=6, encoding=encoding, is_bigendian=0, step=12,
-                          data=data.tobytes())
+    msg = SimpleNamespace(
+        height=2, width=6, encoding=encoding, is_bigendian=0, step=12, data=data.tobytes()
+    )
     out = image_to_rgb(msg).astype(int)
     assert out.shape == (2, 6, 3)
     assert np.all(np.abs(out - out[..., :1]) <= 1), "neutral chroma must give gray"
@@ -118,8 +121,9 @@ def test_malformed_images_raise_a_named_error(change: dict, needle: str) -> None
 
 
 def test_odd_width_yuv_is_rejected() -> None:
-    msg = SimpleNamespace(height=1, width=3, encoding="yuv422", is_bigendian=0, step=6,
-                          data=bytes(6))
+    msg = SimpleNamespace(
+        height=1, width=3, encoding="yuv422", is_bigendian=0, step=6, data=bytes(6)
+    )
     with pytest.raises(ImageConversionError, match="even width"):
         image_to_rgb(msg)
 

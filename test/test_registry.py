@@ -121,8 +121,15 @@ def _fake_simulator(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list
     calls: list[dict] = []
 
     def generate_dataset(out_dir, episodes, size=112, seed=0, progress=True, **kwargs):
-        calls.append({"out_dir": Path(out_dir), "episodes": episodes, "size": size, "seed": seed,
-                      "variation": kwargs.get("variation")})
+        calls.append(
+            {
+                "out_dir": Path(out_dir),
+                "episodes": episodes,
+                "size": size,
+                "seed": seed,
+                "variation": kwargs.get("variation"),
+            }
+        )
         _write_dataset(Path(out_dir), {"train": episodes - 1, "val": 1})
         if fail:
             raise KeyboardInterrupt

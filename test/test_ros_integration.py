@@ -36,9 +36,14 @@ _DOMAINS = itertools.count(60 + os.getpid() % 80)
 
 
 def _ros_env(domain: int) -> dict[str, str]:
-    return {**os.environ, "ROS_DOMAIN_ID": str(domain),
-            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "ROS_DOMAIN_ID": str(domain),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -47,10 +52,16 @@ def _ros_env(domain: int) -> dict[str, str]:
 def test_live_report_metrics_match_hand_computed_values() -> None:
     r = LiveReport()
     # episode a (normal, 4 frames), episode b (drop anomaly from frame 2, 4 frames)
-    truth = [("a", 0, 0, 0.0, False, ""), ("a", 1, 0, 0.25, False, ""),
-             ("a", 2, 1, 0.5, False, ""), ("a", 3, 1, 1.0, False, ""),
-             ("b", 0, 0, 0.0, False, "drop"), ("b", 1, 0, 0.3, False, "drop"),
-             ("b", 2, 1, 0.6, True, "drop"), ("b", 3, 1, 1.0, True, "drop")]
+    truth = [
+        ("a", 0, 0, 0.0, False, ""),
+        ("a", 1, 0, 0.25, False, ""),
+        ("a", 2, 1, 0.5, False, ""),
+        ("a", 3, 1, 1.0, False, ""),
+        ("b", 0, 0, 0.0, False, "drop"),
+        ("b", 1, 0, 0.3, False, "drop"),
+        ("b", 2, 1, 0.6, True, "drop"),
+        ("b", 3, 1, 1.0, True, "drop"),
+    ]
     for i, (ep, f, ph, pr, an, kind) in enumerate(truth):
         r.add_truth(1000 * i, ep, f, ph, pr, an, kind)
     estimates = [0.1, 0.25, 0.5, 0.8, 0.0, 0.3, 0.6, 1.0]  # abs errors 0.1 and 0.2 -> MAE 0.0375
@@ -128,8 +139,19 @@ def test_monitor_config_overrides_in_params_are_monitor_config_fields() -> None:
 
 
 def test_launcher_wires_topics_consistently() -> None:
-    args = parse_args(["--params", str(PARAMS), "--bundle", "B", "--with-demo-camera",
-                       "--demo-episodes", "2", "--report", "r.json"])
+    args = parse_args(
+        [
+            "--params",
+            str(PARAMS),
+            "--bundle",
+            "B",
+            "--with-demo-camera",
+            "--demo-episodes",
+            "2",
+            "--report",
+            "r.json",
+        ]
+    )
     params = {"image_topic": "/cam/img", "output_namespace": "/mon"}
     cmds = build_commands(args, params)
     assert set(cmds) == {"monitor", "console", "camera"}
@@ -167,8 +189,9 @@ def test_launch_file_compiles_and_names_installed_executables() -> None:
 
 def test_launch_parameters_exist_in_the_params_file_and_cli_flags_exist() -> None:
     params = read_node_parameters(PARAMS)
-    monitor = next(n for n in _launch_nodes() if ast.literal_eval(n["executable"])
-                   == "progress_monitor")
+    monitor = next(
+        n for n in _launch_nodes() if ast.literal_eval(n["executable"]) == "progress_monitor"
+    )
     overrides = next(e for e in monitor["parameters"].elts if isinstance(e, ast.Dict))
     for key in overrides.keys:
         assert ast.literal_eval(key) in params
@@ -176,8 +199,11 @@ def test_launch_parameters_exist_in_the_params_file_and_cli_flags_exist() -> Non
     from tcc_ros.console import parse_args as console_args
 
     for node in _launch_nodes():
-        flags = [ast.literal_eval(e) for e in getattr(node.get("arguments"), "elts", [])
-                 if isinstance(e, ast.Constant) and str(e.value).startswith("--")]
+        flags = [
+            ast.literal_eval(e)
+            for e in getattr(node.get("arguments"), "elts", [])
+            if isinstance(e, ast.Constant) and str(e.value).startswith("--")
+        ]
         exe = ast.literal_eval(node["executable"])
         if exe == "camera_source":
             argv = list(itertools.chain.from_iterable((f, "1") for f in flags))
@@ -189,16 +215,20 @@ def test_launch_parameters_exist_in_the_params_file_and_cli_flags_exist() -> Non
 
 def test_launch_gives_camera_and_monitor_the_same_image_settings() -> None:
     nodes = {ast.literal_eval(n["executable"]): n for n in _launch_nodes()}
-    overrides = next(e for e in nodes["progress_monitor"]["parameters"].elts
-                     if isinstance(e, ast.Dict))
-    monitor = {ast.literal_eval(k): ast.unparse(v) for k, v in zip(overrides.keys,
-                                                                    overrides.values)}
+    overrides = next(
+        e for e in nodes["progress_monitor"]["parameters"].elts if isinstance(e, ast.Dict)
+    )
+    monitor = {
+        ast.literal_eval(k): ast.unparse(v) for k, v in zip(overrides.keys, overrides.values)
+    }
     camera = [ast.unparse(e) for e in nodes["camera_source"]["arguments"].elts]
     for flag, key in (("'--image-topic'", "image_topic"), ("'--compressed'", "compressed")):
         assert camera[camera.index(flag) + 1] == monitor[key], flag
-    declared = {ast.literal_eval(c.args[0]) for c in ast.walk(ast.parse(LAUNCH.read_text()))
-                if isinstance(c, ast.Call) and getattr(c.func, "id", None)
-                == "DeclareLaunchArgument"}
+    declared = {
+        ast.literal_eval(c.args[0])
+        for c in ast.walk(ast.parse(LAUNCH.read_text()))
+        if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "DeclareLaunchArgument"
+    }
     assert {"bundle", "image_topic", "output_namespace", "compressed"} <= declared
 
 
@@ -229,12 +259,23 @@ class _StandInMonitor:
         time.sleep(self.delay)
         value = float(frame.mean())
         self.frames += 1
-        return FrameResult(frame_index=self.frames - 1, valid=True, progress=value / 255,
-                           progress_std=0.01, reference_id="ref", reference_frame=self.frames,
-                           reference_length=100, phase_id=int(value // 50), phase_name="p",
-                           phase_confidence=0.9, phase_progress=0.5, distance=0.1,
-                           anomaly_score=value / 200, anomaly=value > 200,
-                           anomaly_kind="off_trajectory" if value > 200 else "")
+        return FrameResult(
+            frame_index=self.frames - 1,
+            valid=True,
+            progress=value / 255,
+            progress_std=0.01,
+            reference_id="ref",
+            reference_frame=self.frames,
+            reference_length=100,
+            phase_id=int(value // 50),
+            phase_name="p",
+            phase_confidence=0.9,
+            phase_progress=0.5,
+            distance=0.1,
+            anomaly_score=value / 200,
+            anomaly=value > 200,
+            anomaly_kind="off_trajectory" if value > 200 else "",
+        )
 
     def reset(self) -> None:
         self.resets += 1
@@ -281,13 +322,22 @@ def _make_node(graph, monitor, **params):
 
     def factory(bundle, backend, threads, overrides):
         calls.append((bundle, overrides))
-        return LoadedMonitor(monitor=monitor, backend="stand-in", bundle_id="id",
-                             anomaly_threshold=1.0)
+        return LoadedMonitor(
+            monitor=monitor, backend="stand-in", bundle_id="id", anomaly_threshold=1.0
+        )
 
-    overrides = [Parameter(k, value=v) for k, v in {"bundle": "b0", "image_topic": "/cam",
-                                                     "diagnostics_period": 0.2, **params}.items()]
-    node = ProgressMonitorNode(monitor_factory=factory, context=graph.ctx,
-                               parameter_overrides=overrides)
+    overrides = [
+        Parameter(k, value=v)
+        for k, v in {
+            "bundle": "b0",
+            "image_topic": "/cam",
+            "diagnostics_period": 0.2,
+            **params,
+        }.items()
+    ]
+    node = ProgressMonitorNode(
+        monitor_factory=factory, context=graph.ctx, parameter_overrides=overrides
+    )
     graph.nodes.append(node)
     graph.executor.add_node(node)
     return node, calls
@@ -327,8 +377,9 @@ def _image(value: int, sec: int, **overrides):
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    fields = dict(height=8, width=8, encoding="rgb8", is_bigendian=0, step=24,
-                  data=bytes([value]) * 192)
+    fields = dict(
+        height=8, width=8, encoding="rgb8", is_bigendian=0, step=24, data=bytes([value]) * 192
+    )
     fields.update(overrides)
     return Image(header=Header(stamp=Time(sec=sec, nanosec=7)), **fields)
 
@@ -345,8 +396,15 @@ def test_node_publishes_stamped_outputs_and_skips_malformed_frames(ros_graph) ->
     probe, pub, got = _probe(ros_graph, reliable_images=True)
     assert _wait(lambda: pub.get_subscription_count() > 0), "node never subscribed to /cam"
     time.sleep(0.3)
-    frames = [_image(10, 1), _image(120, 2), _image(0, 3, step=5), _image(220, 4),
-              _image(0, 5, encoding="weird"), _image(0, 6, data=b"\x00" * 10), _image(60, 7)]
+    frames = [
+        _image(10, 1),
+        _image(120, 2),
+        _image(0, 3, step=5),
+        _image(220, 4),
+        _image(0, 5, encoding="weird"),
+        _image(0, 6, data=b"\x00" * 10),
+        _image(60, 7),
+    ]
     for msg in frames:
         pub.publish(msg)
         time.sleep(0.1)
@@ -356,12 +414,15 @@ def test_node_publishes_stamped_outputs_and_skips_malformed_frames(ros_graph) ->
     assert [m.phase_id for m in got.phase] == [0, 2, 4, 1]
     assert [m.anomaly for m in got.anomaly] == [False, False, True, False]
     assert got.anomaly[2].kind == "off_trajectory" and got.anomaly[2].threshold == 1.0
+
     # The 3 malformed frames are rejected when the worker looks at them; one superseded in the
     # mailbox before that (a loaded machine) is counted as dropped instead, never processed.
     def settled() -> bool:
         v = _diag_values(got) if got.diag else {}
         return (v.get("frames_received"), v.get("frames_processed")) == ("7", "4") and int(
-            v.get("frames_rejected", 0)) + int(v.get("frames_dropped", 0)) == 3
+            v.get("frames_rejected", 0)
+        ) + int(v.get("frames_dropped", 0)) == 3
+
     assert _wait(settled, 10), _diag_values(got) if got.diag else "no /diagnostics received"
     values = _diag_values(got)
     assert values["backend"] == "stand-in" and int(values["frames_rejected"]) >= 1
@@ -380,8 +441,9 @@ def test_fast_camera_keeps_only_the_newest_frame(ros_graph) -> None:
     for i in range(sent):  # 200 fps camera
         pub.publish(_image(i % 200, 100 + i))
         time.sleep(0.005)
-    assert _wait(lambda: got.phase and got.phase[-1].header.stamp.sec == 100 + sent - 1, 10), \
+    assert _wait(lambda: got.phase and got.phase[-1].header.stamp.sec == 100 + sent - 1, 10), (
         "the newest frame must be processed"
+    )
     stamps = [m.header.stamp.sec for m in got.phase]
     assert stamps == sorted(stamps)
     s = node.stats
@@ -466,9 +528,20 @@ def test_bad_qos_parameter_is_a_value_error(ros_graph) -> None:
 def test_missing_bundle_exits_with_one_error_line(tmp_path: Path) -> None:
     pytest.importorskip("tcc_ros.msg", reason="build the messages first (make env)")
     proc = subprocess.run(
-        [sys.executable, "-m", "tcc_ros.monitor_node", "--ros-args", "--params-file", str(PARAMS),
-         "-p", f"bundle:={tmp_path / 'nope'}"],
-        env=_ros_env(next(_DOMAINS)), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "tcc_ros.monitor_node",
+            "--ros-args",
+            "--params-file",
+            str(PARAMS),
+            "-p",
+            f"bundle:={tmp_path / 'nope'}",
+        ],
+        env=_ros_env(next(_DOMAINS)),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -531,27 +604,56 @@ def demo_bundle(tmp_path_factory) -> SimpleNamespace:
     against loose bounds well above chance.
     """
     pytest.importorskip("tcc_ros.msg", reason="build the messages first (make env)")
-    for module in ("tcc_model.data.sim_pouring", "tcc_model.export", "tcc_model.engine",
-                   "tcc_model.stream", "mujoco"):
+    for module in (
+        "tcc_model.data.sim_pouring",
+        "tcc_model.export",
+        "tcc_model.engine",
+        "tcc_model.stream",
+        "mujoco",
+    ):
         pytest.importorskip(module, reason=f"{module} is needed to build the demo bundle")
     root = tmp_path_factory.mktemp("demo")
     env = {**_ros_env(0), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    for script, args in ((_RENDER_SCRIPT, [root / "data"]),
-                         (_BUNDLE_SCRIPT, [root / "data", root / "bundle"])):
-        proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env,
-                              capture_output=True, text=True, timeout=400, cwd=REPO)
+    for script, args in (
+        (_RENDER_SCRIPT, [root / "data"]),
+        (_BUNDLE_SCRIPT, [root / "data", root / "bundle"]),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-c", script, *map(str, args)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+            cwd=REPO,
+        )
         if proc.returncode != 0:
             pytest.fail(f"building the demo bundle failed:\n{proc.stderr[-3000:]}")
     return SimpleNamespace(data=root / "data", bundle=root / "bundle")
 
 
 def _launcher(demo, domain: int, report: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "tcc_ros.monitor", "--params", str(PARAMS),
-           "--bundle", str(demo.bundle), "--with-demo-camera",
-           "--demo-dataset", f"folder:{demo.data}", "--demo-split", "test",
-           "--demo-rate", "12", "--report", str(report), *extra]
-    return subprocess.run(cmd, env=_ros_env(domain), capture_output=True, text=True,
-                          timeout=240, cwd=REPO)
+    cmd = [
+        sys.executable,
+        "-m",
+        "tcc_ros.monitor",
+        "--params",
+        str(PARAMS),
+        "--bundle",
+        str(demo.bundle),
+        "--with-demo-camera",
+        "--demo-dataset",
+        f"folder:{demo.data}",
+        "--demo-split",
+        "test",
+        "--demo-rate",
+        "12",
+        "--report",
+        str(report),
+        *extra,
+    ]
+    return subprocess.run(
+        cmd, env=_ros_env(domain), capture_output=True, text=True, timeout=240, cwd=REPO
+    )
 
 
 @pytest.mark.ros
@@ -574,18 +676,22 @@ def _offline_replay(demo) -> dict:
         loaded.monitor.reset()
         truth = ground_truth_fields(episode.labels, episode.name)
         period = 1.0 / 12.0  # the camera's --demo-rate
-        results = [loaded.monitor.process_frame(f, i * period)
-                   for i, f in enumerate(episode.load_frames())]
-        scores.append(score_episode(
-            episode.name,
-            pred_progress=[r.progress for r in results],
-            pred_phase=[r.phase_id for r in results],
-            pred_alarm=[r.anomaly for r in results],
-            pred_score=[r.anomaly_score for r in results],
-            gt_progress=[t["progress"] for t in truth],
-            gt_phase=[t["phase_id"] for t in truth],
-            gt_anomaly_mask=[t["anomaly"] for t in truth],
-            anomalous=episode.labels.anomaly is not None))
+        results = [
+            loaded.monitor.process_frame(f, i * period) for i, f in enumerate(episode.load_frames())
+        ]
+        scores.append(
+            score_episode(
+                episode.name,
+                pred_progress=[r.progress for r in results],
+                pred_phase=[r.phase_id for r in results],
+                pred_alarm=[r.anomaly for r in results],
+                pred_score=[r.anomaly_score for r in results],
+                gt_progress=[t["progress"] for t in truth],
+                gt_phase=[t["phase_id"] for t in truth],
+                gt_anomaly_mask=[t["anomaly"] for t in truth],
+                anomalous=episode.labels.anomaly is not None,
+            )
+        )
         flagged = [r.anomaly for r in results]
         assert flagged == [r.anomaly_score > ANOMALY_SCORE_THRESHOLD for r in results]
     return summarize(scores)
@@ -620,9 +726,23 @@ def test_launcher_runs_the_demo_and_reports_against_ground_truth(demo_bundle, tm
 def test_launcher_fails_when_the_monitor_cannot_start(tmp_path) -> None:
     pytest.importorskip("tcc_ros.msg", reason="build the messages first (make env)")
     proc = subprocess.run(
-        [sys.executable, "-m", "tcc_ros.monitor", "--params", str(PARAMS), "--bundle",
-         str(tmp_path / "missing"), "--duration", "60"],
-        env=_ros_env(next(_DOMAINS)), capture_output=True, text=True, timeout=120, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "tcc_ros.monitor",
+            "--params",
+            str(PARAMS),
+            "--bundle",
+            str(tmp_path / "missing"),
+            "--duration",
+            "60",
+        ],
+        env=_ros_env(next(_DOMAINS)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode != 0
     assert "missing" in proc.stderr and "monitor node exited" in proc.stderr
 
@@ -643,11 +763,14 @@ class _Listener:
         self.phase: list[tuple[float, object]] = []
         self.diag: list[dict[str, str]] = []
         self.node.create_subscription(
-            TaskPhase, "/tcc/phase", lambda m: self.phase.append((time.time(), m)), 100)
+            TaskPhase, "/tcc/phase", lambda m: self.phase.append((time.time(), m)), 100
+        )
         self.node.create_subscription(
-            DiagnosticArray, "/diagnostics",
+            DiagnosticArray,
+            "/diagnostics",
             lambda m: self.diag.extend({kv.key: kv.value for kv in s.values} for s in m.status),
-            100)
+            100,
+        )
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self._stop = threading.Event()
@@ -669,8 +792,14 @@ class _Listener:
 
 
 def _start(module: str, args: list[str], domain: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module, *args], env=_ros_env(domain),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        env=_ros_env(domain),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _stop(proc: subprocess.Popen) -> str:
@@ -687,12 +816,20 @@ def _stop(proc: subprocess.Popen) -> str:
 @pytest.mark.slow
 def test_monitor_killed_mid_episode_recovers_after_restart(demo_bundle) -> None:
     domain = next(_DOMAINS)
-    monitor_args = ["--ros-args", "--params-file", str(PARAMS), "-p",
-                    f"bundle:={demo_bundle.bundle}"]
+    monitor_args = [
+        "--ros-args",
+        "--params-file",
+        str(PARAMS),
+        "-p",
+        f"bundle:={demo_bundle.bundle}",
+    ]
     listener = _Listener(domain)
     monitor = _start("tcc_ros.monitor_node", monitor_args, domain)
-    camera = _start("tcc_ros.camera_source", ["--dataset", f"folder:{demo_bundle.data}",
-                                              "--split", "test", "--rate", "12", "--loop"], domain)
+    camera = _start(
+        "tcc_ros.camera_source",
+        ["--dataset", f"folder:{demo_bundle.data}", "--split", "test", "--rate", "12", "--loop"],
+        domain,
+    )
     try:
         assert _wait(lambda: len(listener.phase) >= 20, 40), _stop(monitor)
         monitor.kill()  # abrupt: no clean shutdown
@@ -700,8 +837,9 @@ def test_monitor_killed_mid_episode_recovers_after_restart(demo_bundle) -> None:
         killed_at = time.time()
         time.sleep(1.0)
         monitor = _start("tcc_ros.monitor_node", monitor_args, domain)
-        assert _wait(lambda: sum(t > killed_at for t, _ in listener.phase) >= 20, 40), \
-            _stop(monitor)
+        assert _wait(lambda: sum(t > killed_at for t, _ in listener.phase) >= 20, 40), _stop(
+            monitor
+        )
         after = [m for t, m in listener.phase if t > killed_at]
         assert all(m.phase_id >= 0 for m in after[5:]), "restarted monitor publishes phases"
         stamps = [m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for m in after]
@@ -720,11 +858,26 @@ def test_fast_camera_keeps_memory_flat_and_latency_bounded(demo_bundle) -> None:
     psutil = pytest.importorskip("psutil")
     domain = next(_DOMAINS)
     listener = _Listener(domain)
-    monitor = _start("tcc_ros.monitor_node", ["--ros-args", "--params-file", str(PARAMS), "-p",
-                                              f"bundle:={demo_bundle.bundle}"], domain)
-    camera = _start("tcc_ros.camera_source", ["--dataset", f"folder:{demo_bundle.data}",
-                                              "--split", "test", "--rate", "200", "--loop",
-                                              "--episode-gap", "0"], domain)
+    monitor = _start(
+        "tcc_ros.monitor_node",
+        ["--ros-args", "--params-file", str(PARAMS), "-p", f"bundle:={demo_bundle.bundle}"],
+        domain,
+    )
+    camera = _start(
+        "tcc_ros.camera_source",
+        [
+            "--dataset",
+            f"folder:{demo_bundle.data}",
+            "--split",
+            "test",
+            "--rate",
+            "200",
+            "--loop",
+            "--episode-gap",
+            "0",
+        ],
+        domain,
+    )
     try:
         assert _wait(lambda: len(listener.phase) >= 50, 40), _stop(monitor)
         proc = psutil.Process(monitor.pid)
@@ -749,9 +902,13 @@ def test_diagnostics_warn_when_no_frames_arrive(ros_graph) -> None:
 
     _make_node(ros_graph, _StandInMonitor(), no_frame_timeout_s=1.0)
     _probe_node, _pub, got = _probe(ros_graph)
-    assert _wait(lambda: any(d.status[0].message.startswith("no frames received")
-                             for d in got.diag), 10), [d.status[0].message for d in got.diag]
+    assert _wait(
+        lambda: any(d.status[0].message.startswith("no frames received") for d in got.diag), 10
+    ), [d.status[0].message for d in got.diag]
     warned = next(d.status[0] for d in got.diag if d.status[0].message.startswith("no frames"))
     assert warned.level == DiagnosticStatus.WARN and "/cam" in warned.message
-    assert all(d.status[0].level == DiagnosticStatus.OK for d in got.diag
-               if d.status[0].message.startswith("waiting for frames"))
+    assert all(
+        d.status[0].level == DiagnosticStatus.OK
+        for d in got.diag
+        if d.status[0].message.startswith("waiting for frames")
+    )

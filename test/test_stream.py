@@ -209,8 +209,14 @@ def test_skip_detector_switches_off_when_normal_runs_skip_confidently(path):
 
 def test_calibration_without_a_skip_threshold_is_reported(path, calibrated, caplog):
     # A calibration written before the phase-skip detector was calibrated has no skip threshold.
-    old = ReferenceSet(**{**calibrated.__dict__, "calibration": {
-        k: v for k, v in calibrated.calibration.items() if k != "skip_threshold"}})
+    old = ReferenceSet(
+        **{
+            **calibrated.__dict__,
+            "calibration": {
+                k: v for k, v in calibrated.calibration.items() if k != "skip_threshold"
+            },
+        }
+    )
     with caplog.at_level("WARNING", logger="tcc_model.stream"):
         monitor = ProgressMonitor(old)
     assert math.isinf(monitor.thresholds.skip)
