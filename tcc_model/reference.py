@@ -4,6 +4,7 @@
 [--calib-split val] [--false-alarm-rate 0.01]``
 
 Embeds the normal (non-anomalous, phase-labelled) episodes of ``--split`` with the bundle's engine,
+fits the monitor's linear phase classifier on them (:func:`tcc_model.stream.fit_phase_classifier`),
 calibrates the monitor's thresholds on the normal episodes of ``--calib-split`` (see
 :func:`tcc_model.stream.calibrate`) and writes ``references.npz`` + ``references.json`` into the
 bundle. The bundle id used is recorded in ``references.json``; the two files are listed (with
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tcc_model.preprocess import context_indices
-from tcc_model.stream import MonitorConfig, ReferenceSet, calibrate
+from tcc_model.stream import MonitorConfig, ReferenceSet, calibrate, fit_phase_classifier
 
 EMBED_CHUNK = 32
 
@@ -103,9 +104,18 @@ def build_references(
                 f"  reference {names[-1]}: {len(embeddings[-1])} frames "
                 f"({time.perf_counter() - start:.1f} s)"
             )
-    return ReferenceSet.from_episodes(
+    references = ReferenceSet.from_episodes(
         embeddings, phase_ids, phase_names, key_events, engine.bundle_id, names, fps
     )
+    try:
+        accuracy = fit_phase_classifier(references)
+    except ValueError as exc:  # a phase without reference frames: phase from alignment only
+        if log:
+            log(f"  no phase classifier: {exc}")
+    else:
+        if log:
+            log(f"  phase classifier (logistic regression): {accuracy:.1%} on the reference frames")
+    return references
 
 
 def calibrate_references(

@@ -16,14 +16,16 @@ reference, vectorised over references:
   cost per frame is ``O(R * window * D)``, independent of the reference length;
 * references are mixed by their (exponentially forgotten) evidence.
 
-Progress is the posterior mean of the reference progress (ground truth piecewise linear between
-key events), its uncertainty the posterior std, the phase the argmax of posterior mass per phase
-with hysteresis. Anomalies: ``off_trajectory`` (distance to the aligned band above a conformal
-threshold for m of the last n frames), ``stalled`` (no progress for longer than any nominal run
-stalled, outside rest phases), ``backwards`` (progress fell back from its peak by more than any
-nominal run did), ``phase_skipped`` (the committed phase jumped over a phase whose posterior
-probability stayed low: the evidence is one minus that phase's peak probability since the last
-phase change, thresholded like the other statistics).
+Progress is the posterior mean of the reference progress (ground truth piecewise linear between key
+events), its uncertainty the posterior std. The phase is the argmax, with hysteresis, of the
+references' linear phase classifier applied to the frame's embedding (fitted on the reference
+frames by :func:`fit_phase_classifier`; measured more accurate than the alignment's labels on
+held-out episodes) or, without one, of the posterior mass per phase. Anomalies: ``off_trajectory``
+(distance to the aligned band above a conformal threshold for m of the last n frames), ``stalled``
+(no progress for longer than any nominal run stalled, outside rest phases), ``backwards`` (progress
+fell back from its peak by more than any nominal run did), ``phase_skipped`` (the committed phase
+jumped over a phase whose posterior probability stayed low: the evidence is one minus that phase's
+peak probability since the last phase change, thresholded like the other statistics).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ CALIBRATED_THRESHOLDS = (
     "backwards_threshold",
     "skip_threshold",
 )  # the calibration keys read by the monitors, in MonitorConfig order
+PHASE_SOURCES = ("auto", "classifier", "alignment")
+"""Where the phase comes from: the references' linear phase classifier applied to the frame's
+embedding (``classifier``), the posterior mass of the aligned reference frames' labels
+(``alignment``), or the classifier when the references have one (``auto``)."""
 ANOMALY_KINDS = ("off_trajectory", "stalled", "backwards", "phase_skipped")
 _LOG = logging.getLogger(__name__)
 
@@ -85,6 +91,8 @@ class ReferenceSet:
     unlabelled); ``progress[r]`` float ``[L_r]`` in ``[0, 1]`` (from key events);
     ``calibration`` holds the thresholds written by :func:`calibrate` (``temperature``,
     ``distance_threshold``, ``stall_seconds``, ``backwards_threshold``, method and data summary).
+    ``phase_weights [K, D]`` and ``phase_bias [K]`` (optional, from :func:`fit_phase_classifier`)
+    are a linear softmax classifier of the phase from one embedding.
     """
 
     embeddings: list[np.ndarray]
@@ -96,6 +104,8 @@ class ReferenceSet:
     key_events: list[dict[str, int]] = field(default_factory=list)
     fps: list[float] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
+    phase_weights: np.ndarray | None = None
+    phase_bias: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.embeddings:
@@ -144,6 +154,18 @@ class ReferenceSet:
                 )
         if len(set(self.reference_ids)) != n:
             raise ValueError("references: reference_ids must be unique")
+        if (self.phase_weights is None) != (self.phase_bias is None):
+            raise ValueError("references: phase_weights and phase_bias go together")
+        if self.phase_weights is not None:
+            k, d = len(self.phase_names), self.embeddings[0].shape[1]
+            self.phase_weights = np.asarray(self.phase_weights, dtype=np.float64)
+            self.phase_bias = np.asarray(self.phase_bias, dtype=np.float64).reshape(-1)
+            if self.phase_weights.shape != (k, d) or self.phase_bias.shape != (k,):
+                raise ValueError(
+                    f"references: phase classifier of shape {self.phase_weights.shape} + "
+                    f"{self.phase_bias.shape} does not match {k} phases x D={d}; refit it with "
+                    "`python -m tcc_model.reference`"
+                )
 
     @classmethod
     def from_episodes(
@@ -206,6 +228,11 @@ class ReferenceSet:
                     offsets=offsets,
                     phase_ids=np.concatenate(self.phase_ids).astype(np.int64),
                     progress=np.concatenate(self.progress).astype(np.float64),
+                    **(
+                        {"phase_weights": self.phase_weights, "phase_bias": self.phase_bias}
+                        if self.phase_weights is not None
+                        else {}
+                    ),
                 )
         meta = {
             "format_version": REFERENCES_FORMAT_VERSION,
@@ -244,6 +271,7 @@ class ReferenceSet:
         with np.load(npz_path, allow_pickle=False) as data:
             emb, offsets = data["embeddings"], data["offsets"]
             phase_ids, progress = data["phase_ids"], data["progress"]
+            classifier = {k: data[k] for k in ("phase_weights", "phase_bias") if k in data.files}
         if offsets[-1] != emb.shape[0] or len(offsets) != len(meta["reference_ids"]) + 1:
             raise ValueError(f"{npz_path}: offsets do not match the embeddings; rebuild them")
         spans = list(zip(offsets[:-1], offsets[1:]))
@@ -257,10 +285,52 @@ class ReferenceSet:
             key_events=[dict(k) for k in meta.get("key_events", [])],
             fps=[float("nan") if f is None else float(f) for f in meta.get("fps", [])],
             calibration=dict(meta.get("calibration", {})),
+            **classifier,
         )
         if bundle_id is not None:
             check_bundle_id(refs, bundle_id)
         return refs
+
+
+def fit_phase_classifier(references: ReferenceSet, regularization: float = 0.1) -> float:
+    """Fit a multinomial logistic regression of the phase on the reference frames' embeddings.
+
+    Stores ``phase_weights`` / ``phase_bias`` in ``references`` (plain arrays, saved with the
+    set) and returns its accuracy on those frames. ``regularization`` is sklearn's ``C``.
+    Frames without a label (``-1``) are left out; every phase needs labelled frames.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate(references.embeddings).astype(np.float64)
+    y = np.concatenate(references.phase_ids)
+    x, y = x[y >= 0], y[y >= 0]
+    k = len(references.phase_names)
+    missing = sorted(set(range(k)) - set(np.unique(y).tolist()))
+    if missing:
+        names = ", ".join(references.phase_names[i] for i in missing)
+        raise ValueError(
+            f"fit_phase_classifier: no labelled reference frame of phase(s) {names}; add "
+            "reference episodes that show every phase"
+        )
+    if k == 1:  # one phase: probability 1 whatever the frame
+        weights, bias = np.zeros((1, x.shape[1])), np.zeros(1)
+    else:
+        model = LogisticRegression(C=regularization, max_iter=2000).fit(x, y)
+        weights, bias = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+        if k == 2:  # sklearn's binary model: logit of class 1 against class 0
+            weights, bias = np.vstack([np.zeros_like(weights), weights]), np.r_[0.0, bias]
+    references.phase_weights, references.phase_bias = weights, bias
+    return float(np.mean(np.argmax(x @ references.phase_weights.T + references.phase_bias, 1) == y))
+
+
+def phase_probabilities(references: ReferenceSet, embedding: np.ndarray) -> np.ndarray:
+    """Softmax phase probabilities ``[K]`` of one embedding under the references' classifier."""
+    if references.phase_weights is None or references.phase_bias is None:
+        raise ValueError("the references have no phase classifier (fit_phase_classifier)")
+    logits = references.phase_weights @ np.asarray(embedding, np.float64) + references.phase_bias
+    logits -= logits.max()
+    probs = np.exp(logits)
+    return probs / probs.sum()
 
 
 def _json_default(value: Any) -> Any:
@@ -352,6 +422,7 @@ class MonitorConfig:
     evidence_decay: float = 0.95
     temperature: float | None = None
     phase_margin: float = 0.1
+    phase_source: str = "auto"
     distance_threshold: float | None = None
     off_trajectory_m: int = 3
     off_trajectory_n: int = 5
@@ -383,6 +454,11 @@ class MonitorConfig:
             raise ValueError("MonitorConfig: need 1 <= off_trajectory_m <= off_trajectory_n")
         if not 0 < self.evidence_decay <= 1:
             raise ValueError("MonitorConfig.evidence_decay must be in (0, 1]")
+        if self.phase_source not in PHASE_SOURCES:
+            raise ValueError(
+                f"MonitorConfig.phase_source must be one of {PHASE_SOURCES}, "
+                f"got {self.phase_source!r}"
+            )
 
 
 @dataclass
@@ -643,6 +719,13 @@ class _MonitorBase:
         fps = self.config.fps or references.frame_rate
         self.fps = fps if math.isfinite(fps) and fps > 0 else 10.0
         self.num_phases = len(references.phase_names)
+        source = self.config.phase_source
+        if source == "classifier" and references.phase_weights is None:
+            raise ValueError(
+                "MonitorConfig.phase_source='classifier' but the references have no phase "
+                "classifier; rebuild them with `python -m tcc_model.reference` or use 'auto'"
+            )
+        self._use_classifier = source != "alignment" and references.phase_weights is not None
         self._phase = _PhaseTracker(self.num_phases, self.config.phase_margin)
         self._anomaly = _AnomalyTracker(self.thresholds, self.config, references.phase_names)
         self.frame_index = 0
@@ -707,6 +790,8 @@ class _MonitorBase:
             )
         out = self._align(emb)
         phase_probs = out.pop("phase_probs")
+        if self._use_classifier:
+            phase_probs = phase_probabilities(self.references, emb)
         previous = self._phase.current
         phase_id, confidence, jumped, skip_evidence = self._phase.update(phase_probs)
         phase_progress = out.pop("phase_progress_fn")(phase_id)

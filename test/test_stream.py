@@ -21,6 +21,8 @@ from tcc_model.stream import (
     _PhaseTracker,
     calibrate,
     conformal_upper,
+    fit_phase_classifier,
+    phase_probabilities,
 )
 
 DIM = 16
@@ -412,3 +414,59 @@ def test_process_frame_encodes_each_frame_once_and_uses_the_causal_context():
     assert all(r.latency_s > 0 for r in results)
     with pytest.raises(ValueError, match="uint8"):
         monitor.process_frame(frames[0].astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------------
+# Phase classifier
+# ------------------------------------------------------------------------------------------------
+def _with_classifier(refs: ReferenceSet, weights: np.ndarray, bias: np.ndarray) -> ReferenceSet:
+    return ReferenceSet(**{**refs.__dict__, "phase_weights": weights, "phase_bias": bias})
+
+
+def test_fitted_phase_classifier_gives_the_phase_and_survives_save_load(path, tmp_path):
+    refs = make_references([path, path], [100, 140])
+    accuracy = fit_phase_classifier(refs)
+    assert accuracy >= 0.9
+    assert refs.phase_weights.shape == (len(PHASES), DIM) and refs.phase_bias.shape == (4,)
+    s = warp(120, 1.3)
+    results = ProgressMonitor(refs).run(live(path, s))
+    assert np.mean([r.phase_id for r in results] == phase_of(s)) >= 0.9
+    refs.save(tmp_path)
+    loaded = ReferenceSet.load(tmp_path)
+    np.testing.assert_array_equal(loaded.phase_weights, refs.phase_weights)
+    np.testing.assert_array_equal(loaded.phase_bias, refs.phase_bias)
+    probs = phase_probabilities(loaded, live(path, s)[60])
+    assert probs.shape == (4,) and probs.sum() == pytest.approx(1.0) and (probs > 0).all()
+
+
+def test_phase_source_chooses_between_classifier_and_alignment(path):
+    refs = make_references([path, path], [100, 140])
+    # A classifier that always says "pour": 'auto' and 'classifier' follow it, 'alignment' not.
+    rigged = _with_classifier(refs, np.zeros((4, DIM)), np.array([0.0, 0.0, 10.0, 0.0]))
+    s = warp(120, 1.0)
+    emb = live(path, s)
+    for source in ("auto", "classifier"):
+        phases = [
+            r.phase_id for r in ProgressMonitor(rigged, MonitorConfig(phase_source=source)).run(emb)
+        ]
+        assert set(phases) == {2}, source
+    phases = [
+        r.phase_id
+        for r in ProgressMonitor(rigged, MonitorConfig(phase_source="alignment")).run(emb)
+    ]
+    assert np.mean(phases == phase_of(s)) >= 0.9
+    with pytest.raises(ValueError, match="no phase classifier"):
+        ProgressMonitor(refs, MonitorConfig(phase_source="classifier"))
+    with pytest.raises(ValueError, match="phase_source"):
+        MonitorConfig(phase_source="votes")
+
+
+def test_phase_classifier_errors_name_the_problem(path):
+    refs = make_references([path], [100])
+    with pytest.raises(ValueError, match="does not match 4 phases"):
+        _with_classifier(refs, np.zeros((3, DIM)), np.zeros(3))
+    with pytest.raises(ValueError, match="go together"):
+        _with_classifier(refs, np.zeros((4, DIM)), None)
+    no_place = ReferenceSet(**{**refs.__dict__, "phase_ids": [np.minimum(refs.phase_ids[0], 2)]})
+    with pytest.raises(ValueError, match="place"):
+        fit_phase_classifier(no_place)
