@@ -112,7 +112,7 @@ SIM_EVAL_DIR ?= runs/sim_eval
 sim-eval: env
 	@export OMP_NUM_THREADS=2
 	[ -f $(SIM_EVAL_DIR)/data/manifest.json ] || $(PY) -m tcc_model.data.sim_pouring \
-	  --out $(SIM_EVAL_DIR)/data --episodes 320 --size 112 --anomaly-rate 0.3 --seed 3 \
+	  --out $(SIM_EVAL_DIR)/data --episodes 700 --size 112 --anomaly-rate 0.3 --seed 3 \
 	  --workers 2 --variation station
 	[ -f $(SIM_EVAL_DIR)/heldout/manifest.json ] || $(PY) -m tcc_model.data.sim_pouring \
 	  --out $(SIM_EVAL_DIR)/heldout --episodes 100 --size 112 --anomaly-rate 0.4 --seed 7 \
