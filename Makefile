@@ -104,7 +104,7 @@ bench: env
 	$(PY) benchmarks/bench_stream.py --bundle $(DEMO_DIR)/bundle --dataset folder:$(DEMO_DATA) --split test
 	$(PY) benchmarks/bench_live.py --bundle $(DEMO_DIR)/bundle --dataset folder:$(DEMO_DATA)
 
-# The evaluation behind the README's sim_pouring tables: 320 training-side episodes (seed 3)
+# The evaluation behind the README's sim_pouring tables: 700 training-side episodes (seed 3)
 # and 100 held-out ones (seed 7, 40% anomalous) -> config/train/sim_pouring.yaml -> the four
 # protocols -> bundle + references -> streaming benchmark on the held-out set -> applications
 # -> baselines at 500 steps. About 2 h on 2 CPU cores.

@@ -372,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             "stall_seconds",
             "backwards_threshold",
             "skip_threshold",
+            "phase_source",
+            "phase_accuracy",
         )
     }
     print("\n" + json.dumps({"source": source, "thresholds": thresholds, "results": rows}))

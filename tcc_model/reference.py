@@ -225,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"stall {cal['stall_seconds']:.2f} s, backwards {cal['backwards_threshold']:.3f}, "
         f"phase skip {cal['skip_threshold']:.2f}"
     )
+    accuracies = ", ".join(f"{k} {v:.1%}" for k, v in cal["phase_accuracy"].items())
+    measured = f" (phase accuracy on the calibration episodes: {accuracies})" if accuracies else ""
+    print(f"phase source: {cal['phase_source']}{measured}")
     if cal["method"] != "conformal":
         needed = cal["episodes_needed_for_conformal"]
         print(

@@ -725,7 +725,9 @@ class _MonitorBase:
                 "MonitorConfig.phase_source='classifier' but the references have no phase "
                 "classifier; rebuild them with `python -m tcc_model.reference` or use 'auto'"
             )
-        self._use_classifier = source != "alignment" and references.phase_weights is not None
+        if source == "auto":  # the calibration's measured choice, else the classifier if any
+            source = references.calibration.get("phase_source", "classifier")
+        self._use_classifier = source == "classifier" and references.phase_weights is not None
         self._phase = _PhaseTracker(self.num_phases, self.config.phase_margin)
         self._anomaly = _AnomalyTracker(self.thresholds, self.config, references.phase_names)
         self.frame_index = 0
@@ -1117,7 +1119,10 @@ def calibrate(
        episode the factor is chosen from :data:`TEMPERATURE_FACTORS` by the lowest
        progress MAE + ``PHASE_ERROR_WEIGHT`` x phase error rate; else
        :data:`DEFAULT_TEMPERATURE_FACTOR`. ``config.temperature`` overrides both.
-    2. final pass: per-episode maxima of the off-trajectory statistic (m-th largest distance of
+    2. phase source: with ``phase_ids``, a phase classifier in the references and
+       ``phase_source='auto'``, the source (classifier or alignment) with the higher phase
+       accuracy on these episodes is recorded as ``phase_source`` (both in ``phase_accuracy``).
+    3. final pass: per-episode maxima of the off-trajectory statistic (m-th largest distance of
        the last n frames), stall duration, backward fall and phase-skip evidence; each threshold
        is the split-conformal quantile at ``false_alarm_rate / 4`` (Bonferroni over the four
        detectors), so a nominal episode raises any alarm with probability <= ``false_alarm_rate``.
@@ -1135,17 +1140,23 @@ def calibrate(
         if values is not None and [len(v) for v in values] != [len(e) for e in episodes]:
             raise ValueError(f"calibrate: {name} must give one value per frame of every episode")
     base = config or MonitorConfig()
+    has_classifier = references.phase_weights is not None
+    source = base.phase_source
+    if source == "auto":
+        source = "classifier" if has_classifier else "alignment"
     free = replace(
         base,
         distance_threshold=math.inf,
         stall_seconds=math.inf,
         backwards_threshold=math.inf,
         skip_threshold=math.inf,
+        phase_source=source,
     )
     stamp_list = list(stamps) if stamps is not None else [None] * len(episodes)
 
-    def replay(temperature: float) -> list[list[FrameResult]]:
-        monitor = ProgressMonitor(references, replace(free, temperature=temperature))
+    def replay(temperature: float, phase_source: str = source) -> list[list[FrameResult]]:
+        config = replace(free, temperature=temperature, phase_source=phase_source)
+        monitor = ProgressMonitor(references, config)
         return [monitor.run(e, s) for e, s in zip(episodes, stamp_list)]
 
     first = replay(base.temperature or default_temperature(references))
@@ -1172,6 +1183,16 @@ def calibrate(
     else:
         factor = DEFAULT_TEMPERATURE_FACTOR
         temperature = scale * factor
+    phase_accuracy: dict[str, float] = {}
+    if phase_ids is not None:
+        sources = ("classifier", "alignment") if has_classifier else ("alignment",)
+        for candidate in sources:
+            runs = replay(temperature, candidate)
+            hits = [np.array([r.phase_id for r in run]) == p for run, p in zip(runs, phase_ids)]
+            phase_accuracy[candidate] = float(np.mean(np.concatenate(hits)))
+        if base.phase_source == "auto":
+            source = max(sources, key=lambda c: phase_accuracy[c])  # ties: the classifier
+    free = replace(free, phase_source=source)
     monitor = ProgressMonitor(references, replace(free, temperature=temperature))
     per_episode: dict[str, list[float]] = {
         "distance": [],
@@ -1210,6 +1231,8 @@ def calibrate(
         "temperature_factor": factor,
         "temperature_selection": selection,
         "median_aligned_distance": scale,
+        "phase_source": source,
+        "phase_accuracy": phase_accuracy,
         "distance_threshold": dist_thr,
         "stall_seconds": max(stall_thr, min_stall_seconds),
         "backwards_threshold": max(back_thr, min_backwards),

@@ -470,3 +470,24 @@ def test_phase_classifier_errors_name_the_problem(path):
     no_place = ReferenceSet(**{**refs.__dict__, "phase_ids": [np.minimum(refs.phase_ids[0], 2)]})
     with pytest.raises(ValueError, match="place"):
         fit_phase_classifier(no_place)
+
+
+def test_calibration_picks_the_more_accurate_phase_source(path):
+    refs = make_references([path, path], [100, 140])
+    rng = np.random.default_rng(5)
+    truths = [warp(int(rng.integers(90, 150)), rng.uniform(0.8, 1.25)) for _ in range(8)]
+    episodes = [live(path, s, seed=200 + i) for i, s in enumerate(truths)]
+    labels = [phase_of(s) for s in truths]
+    # A classifier that always says "pour" loses to the alignment: 'auto' records the alignment.
+    rigged = _with_classifier(refs, np.zeros((4, DIM)), np.array([0.0, 0.0, 10.0, 0.0]))
+    cal = calibrate(rigged, episodes, 0.05, progress=truths, phase_ids=labels)
+    assert cal["phase_source"] == "alignment"
+    assert cal["phase_accuracy"]["alignment"] > 0.9 > cal["phase_accuracy"]["classifier"]
+    s = warp(120, 1.1)
+    phases = [r.phase_id for r in ProgressMonitor(rigged).run(live(path, s))]
+    assert np.mean(phases == phase_of(s)) >= 0.9
+    # A fitted classifier is kept when it is at least as accurate.
+    fit_phase_classifier(refs)
+    cal = calibrate(refs, episodes, 0.05, progress=truths, phase_ids=labels)
+    best = max(cal["phase_accuracy"].values())
+    assert cal["phase_accuracy"][cal["phase_source"]] == best
