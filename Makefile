@@ -109,10 +109,16 @@ bench: env
 # protocols -> bundle + references -> streaming benchmark on the held-out set -> applications
 # -> baselines at 500 steps. About 2 h on 2 CPU cores.
 SIM_EVAL_DIR ?= runs/sim_eval
+SIM_EVAL_EPISODES := 700
 sim-eval: env
 	@export OMP_NUM_THREADS=2
+	if [ -f $(SIM_EVAL_DIR)/data/manifest.json ] && ! grep -q '"episodes": $(SIM_EVAL_EPISODES)[,}]' \
+	  $(SIM_EVAL_DIR)/data/manifest.json; then
+	  echo "$(SIM_EVAL_DIR)/data holds another dataset (not $(SIM_EVAL_EPISODES) episodes): delete \
+	$(SIM_EVAL_DIR) or pick another SIM_EVAL_DIR=..." >&2; exit 2
+	fi
 	[ -f $(SIM_EVAL_DIR)/data/manifest.json ] || $(PY) -m tcc_model.data.sim_pouring \
-	  --out $(SIM_EVAL_DIR)/data --episodes 700 --size 112 --anomaly-rate 0.3 --seed 3 \
+	  --out $(SIM_EVAL_DIR)/data --episodes $(SIM_EVAL_EPISODES) --size 112 --anomaly-rate 0.3 --seed 3 \
 	  --workers 2 --variation station
 	[ -f $(SIM_EVAL_DIR)/heldout/manifest.json ] || $(PY) -m tcc_model.data.sim_pouring \
 	  --out $(SIM_EVAL_DIR)/heldout --episodes 100 --size 112 --anomaly-rate 0.4 --seed 7 \
