@@ -255,12 +255,14 @@ def _fmt(value: float | None, pct: bool = False) -> str:
 def summary_markdown(metrics: dict[str, Any], config: dict[str, Any]) -> str:
     """Human-readable summary of ``metrics`` (the output of :func:`run_protocols`)."""
     h = headline(metrics)
+    split = config.get("splits", {}).get("val", "val")
     lines = [
         f"# Evaluation of `{config['checkpoint']}` on `{config['dataset']}`",
         "",
         f"Normal episodes only: {metrics['num_videos']['train']} train / "
-        f"{metrics['num_videos']['val']} val videos ({metrics['num_frames']['train']} / "
-        f"{metrics['num_frames']['val']} frames). Reported numbers are on **val**.",
+        f"{metrics['num_videos']['val']} {split} videos ({metrics['num_frames']['train']} / "
+        f"{metrics['num_frames']['val']} frames). Reported numbers are on **{split}**"
+        + (" (in the metrics' `val` entries)." if split != "val" else "."),
         "",
         "| metric | value |",
         "|---|---|",
@@ -421,6 +423,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", default=None, help="root of the real datasets")
     p.add_argument("--out", default=None, help="output folder (default: <run dir>/eval)")
     p.add_argument(
+        "--eval-split",
+        default="val",
+        help="split the protocols report on (default val; 'test' for a recipe tuned on val)",
+    )
+    p.add_argument(
         "--stride",
         type=int,
         default=DEFAULT_STRIDE,
@@ -465,9 +472,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     data_kwargs = dataset_kwargs_from_checkpoint(ckpt)
     train, val = (
         embed_split(model, args.dataset, s, args.data_root, args.max_videos, progress, data_kwargs)
-        for s in ("train", "val")
+        for s in ("train", args.eval_split)
     )
-    save_embeddings(out_dir / "embeddings.npz", {"train": train, "val": val})
+    save_embeddings(out_dir / "embeddings.npz", {"train": train, args.eval_split: val})
     cfg = ProtocolConfig(
         stride=args.stride, distance=args.distance, few_shot_episodes=args.few_shot_episodes
     )
@@ -481,7 +488,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": args.dataset,
         "data_root": args.data_root,
         "dataset_options": data_kwargs,
-        "splits": {"train": "train", "val": "val"},
+        "splits": {"train": "train", "val": args.eval_split},
         "max_videos": args.max_videos,
         "stride": cfg.stride,
         "distance": cfg.distance,

@@ -414,3 +414,19 @@ def test_baselines_subset_keeps_the_first_normal_videos(tmp_path):
     kept = sorted(p.name for p in (subset / "train").glob("*.json"))
     assert kept == ["ep000.json", "ep001.json"]  # int(0.5 * 4) normal videos, in order
     assert (subset / "val" / "ep000.json").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_reports_on_the_split_it_is_asked_for(tmp_path):
+    from tcc_model import evaluate
+
+    checkpoint = _tiny_dataset(tmp_path / "data")
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(checkpoint), "--dataset", f"folder:{tmp_path / 'data'}"]
+    args += ["--out", str(out), "--few-shot-episodes", "2", "--no-video", "--quiet"]
+    assert evaluate.main([*args, "--eval-split", "train"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["config"]["splits"] == {"train": "train", "val": "train"}
+    assert result["metrics"]["num_videos"] == {"train": 4, "val": 4}  # 4 normal train videos
+    assert "Reported numbers are on **train**" in (out / "summary.md").read_text()
+    assert evaluate.main([*args, "--eval-split", "nosuchsplit"]) == 2
