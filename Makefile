@@ -128,6 +128,9 @@ sim-eval: env
 	  --out $(SIM_EVAL_DIR)/train
 	$(PY) -m tcc_model.evaluate --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt \
 	  --dataset folder:$(SIM_EVAL_DIR)/data --out $(SIM_EVAL_DIR)/eval --quiet
+	$(PY) -m tcc_model.evaluate --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt \
+	  --dataset folder:$(SIM_EVAL_DIR)/data --out $(SIM_EVAL_DIR)/eval_test --eval-split test \
+	  --quiet --no-video
 	$(PY) -m tcc_model.export --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt \
 	  --out $(SIM_EVAL_DIR)/bundle --dataset folder:$(SIM_EVAL_DIR)/data --overwrite
 	$(PY) -m tcc_model.reference --bundle $(SIM_EVAL_DIR)/bundle --dataset folder:$(SIM_EVAL_DIR)/data
