@@ -11,7 +11,8 @@ Episodes are fed frame by frame. Two sources of embeddings:
   happens)). It measures the aligner, not a learned model.
 
 The HMM band filter takes the phase from the references' linear phase classifier (fitted on the
-reference episodes; real data only), the baseline from its nearest reference frame's label.
+reference episodes; real data only) or from the alignment, as the calibration chose; the baseline
+from its nearest reference frame's label.
 
 Metrics: progress MAE vs ground truth from key events and causal phase accuracy (normal episodes),
 per-episode anomaly AUROC (episode score = max frame anomaly score), median detection delay in

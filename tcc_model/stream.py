@@ -19,13 +19,14 @@ reference, vectorised over references:
 Progress is the posterior mean of the reference progress (ground truth piecewise linear between key
 events), its uncertainty the posterior std. The phase is the argmax, with hysteresis, of the
 references' linear phase classifier applied to the frame's embedding (fitted on the reference
-frames by :func:`fit_phase_classifier`; measured more accurate than the alignment's labels on
-held-out episodes) or, without one, of the posterior mass per phase. Anomalies: ``off_trajectory``
-(distance to the aligned band above a conformal threshold for m of the last n frames), ``stalled``
-(no progress for longer than any nominal run stalled, outside rest phases), ``backwards`` (progress
-fell back from its peak by more than any nominal run did), ``phase_skipped`` (the committed phase
-jumped over a phase whose posterior probability stayed low: the evidence is one minus that phase's
-peak probability since the last phase change, thresholded like the other statistics).
+frames by :func:`fit_phase_classifier`) or of the posterior mass per phase, whichever
+:func:`calibrate` measured as more accurate on the calibration episodes. Anomalies:
+``off_trajectory`` (distance to the aligned band above a conformal threshold for m of the last n
+frames), ``stalled`` (no progress for longer than any nominal run stalled, outside rest phases),
+``backwards`` (progress fell back from its peak by more than any nominal run did),
+``phase_skipped`` (the committed phase jumped over a phase whose posterior probability stayed low:
+the evidence is one minus that phase's peak probability since the last phase change, thresholded
+like the other statistics).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ CALIBRATED_THRESHOLDS = (
 PHASE_SOURCES = ("auto", "classifier", "alignment")
 """Where the phase comes from: the references' linear phase classifier applied to the frame's
 embedding (``classifier``), the posterior mass of the aligned reference frames' labels
-(``alignment``), or the classifier when the references have one (``auto``)."""
+(``alignment``), or the source the calibration measured as more accurate (``auto``; the
+classifier when the references have one but no recorded choice)."""
 ANOMALY_KINDS = ("off_trajectory", "stalled", "backwards", "phase_skipped")
 _LOG = logging.getLogger(__name__)
 
