@@ -37,6 +37,7 @@ import numpy as np
 
 from tcc_model.data.format import progress_from_key_events
 from tcc_model.stream import (
+    DEFAULT_PHASE_LAGS,
     MonitorConfig,
     NearestNeighborMonitor,
     ProgressMonitor,
@@ -178,11 +179,18 @@ def synthetic_data(args: argparse.Namespace) -> tuple[ReferenceSet, list, list]:
 # --------------------------------------------------------------------------------------------
 def bundle_data(args: argparse.Namespace) -> tuple[ReferenceSet, list, list]:
     from tcc_model.engine import load_bundle
-    from tcc_model.reference import build_references, embed_video, load_episodes, normal_episodes
+    from tcc_model.reference import (
+        build_references,
+        embed_video,
+        load_episodes,
+        normal_episodes,
+        split_references,
+    )
 
     engine = load_bundle(args.bundle, backend=args.backend, threads=args.threads)
-    ref_eps = normal_episodes(load_episodes(args.dataset, args.ref_split), args.references)
-    references = build_references(engine, ref_eps)
+    labelled = normal_episodes(load_episodes(args.dataset, args.ref_split))
+    ref_eps, extra = split_references(labelled, args.references, args.classifier_videos)
+    references = build_references(engine, ref_eps, classifier_episodes=extra)
 
     def to_eval(ep: Any) -> EvalEpisode:
         lab = ep.labels
@@ -267,8 +275,10 @@ def cost_per_frame(monitor_cls: type, dim: int, seed: int, frames: int = 300) ->
             [f"r{i}" for i in range(refs_count)],
             "cost",
             fps=[12.0] * refs_count,
-            phase_weights=rng.normal(size=(1, dim)),  # the classifier's cost is counted too
+            # the classifier's cost is counted too
+            phase_weights=rng.normal(size=(1, dim * (1 + len(DEFAULT_PHASE_LAGS)))),
             phase_bias=np.zeros(1),
+            phase_lags=DEFAULT_PHASE_LAGS,
         )
         monitor = monitor_cls(references, MonitorConfig(distance_threshold=1e9))
         stream = embeddings[0][np.linspace(0, length - 1, frames).astype(int)]
@@ -303,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="auto")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--references", type=int, default=5, help="number of reference episodes")
+    p.add_argument(
+        "--classifier-videos",
+        type=int,
+        default=None,
+        help="labelled videos of --ref-split for the phase classifier (default: all)",
+    )
     p.add_argument("--calib-episodes", type=int, default=100)
     p.add_argument("--normal-episodes", type=int, default=100)
     p.add_argument("--anomaly-episodes", type=int, default=25, help="per anomaly type (synthetic)")

@@ -1,10 +1,11 @@
 """Reference trajectories in a bundle: embed nominal demonstrations, calibrate anomaly thresholds.
 
 ``python -m tcc_model.reference --bundle B --dataset NAME_OR_DIR [--split train] [--max-videos N]
-[--calib-split val] [--false-alarm-rate 0.01]``
+[--classifier-videos M] [--calib-split val] [--false-alarm-rate 0.01]``
 
-Embeds the normal (non-anomalous, phase-labelled) episodes of ``--split`` with the bundle's engine,
-fits the monitor's linear phase classifier on them (:func:`tcc_model.stream.fit_phase_classifier`),
+Embeds up to N normal (non-anomalous, phase-labelled) episodes of ``--split`` with the bundle's
+engine as references, fits the monitor's linear phase classifier on them and the split's other
+labelled normal videos (up to M in all; :func:`tcc_model.stream.fit_phase_classifier`),
 calibrates the monitor's thresholds on the normal episodes of ``--calib-split`` (see
 :func:`tcc_model.stream.calibrate`) and writes ``references.npz`` + ``references.json`` into the
 bundle. The bundle id used is recorded in ``references.json``; the two files are listed (with
@@ -25,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from tcc_model.preprocess import context_indices
-from tcc_model.stream import MonitorConfig, ReferenceSet, calibrate, fit_phase_classifier
+from tcc_model.stream import (
+    DEFAULT_PHASE_LAGS,
+    MonitorConfig,
+    ReferenceSet,
+    calibrate,
+    fit_phase_classifier,
+)
 
 EMBED_CHUNK = 32
 
@@ -65,6 +72,19 @@ def normal_episodes(episodes: Sequence[Any], max_videos: int | None = None) -> l
     return chosen[:max_videos] if max_videos else chosen
 
 
+def split_references(
+    labelled: Sequence[Any], max_references: int | None, classifier_videos: int | None
+) -> tuple[list[Any], list[Any]]:
+    """``(references, extra classifier videos)`` from labelled normal episodes, in order.
+
+    The first ``max_references`` are the references; the phase classifier sees up to
+    ``classifier_videos`` videos in all (``None``: every one), the references first.
+    """
+    references = list(labelled[:max_references] if max_references else labelled)
+    total = len(labelled) if classifier_videos is None else max(classifier_videos, len(references))
+    return references, list(labelled[len(references) : total])
+
+
 def load_episodes(dataset: str, split: str) -> list[Any]:
     """Episodes of ``split`` of a dataset folder or a registered dataset name."""
     if Path(dataset).is_dir():
@@ -77,22 +97,31 @@ def load_episodes(dataset: str, split: str) -> list[Any]:
 
 
 def build_references(
-    engine: Any, episodes: Sequence[Any], log: Callable[[str], Any] | None = None
+    engine: Any,
+    episodes: Sequence[Any],
+    log: Callable[[str], Any] | None = None,
+    classifier_episodes: Sequence[Any] = (),
+    phase_lags: Sequence[int] = DEFAULT_PHASE_LAGS,
 ) -> ReferenceSet:
-    """Embed normal labelled ``episodes`` into a :class:`ReferenceSet` tagged with the bundle id."""
+    """Embed normal labelled ``episodes`` into a :class:`ReferenceSet` tagged with the bundle id.
+
+    The phase classifier is fitted on the references plus ``classifier_episodes`` (more labelled
+    normal videos, embedded for the fit only) with ``phase_lags``.
+    """
     if not episodes:
         raise ValueError(
             "no normal phase-labelled episodes to use as references; pick a split with labelled "
             "normal episodes (--split) or raise --max-videos"
         )
     phase_names = list(episodes[0].labels.phase_names)
-    embeddings, phase_ids, key_events, names, fps = [], [], [], [], []
-    for episode in episodes:
+    for episode in [*episodes, *classifier_episodes]:
         if list(episode.labels.phase_names) != phase_names:
             raise ValueError(
                 f"{episode.label_path}: phase_names {episode.labels.phase_names} differ from "
                 f"{phase_names}; references must share one phase vocabulary"
             )
+    embeddings, phase_ids, key_events, names, fps = [], [], [], [], []
+    for episode in episodes:
         start = time.perf_counter()
         embeddings.append(embed_video(engine, episode.load_frames()))
         phase_ids.append(episode.labels.phase_id_array())
@@ -107,14 +136,23 @@ def build_references(
     references = ReferenceSet.from_episodes(
         embeddings, phase_ids, phase_names, key_events, engine.bundle_id, names, fps
     )
+    start = time.perf_counter()
+    extra = [
+        (embed_video(engine, e.load_frames()), e.labels.phase_id_array())
+        for e in classifier_episodes
+    ]
     try:
-        accuracy = fit_phase_classifier(references)
-    except ValueError as exc:  # a phase without reference frames: phase from alignment only
+        accuracy = fit_phase_classifier(references, lags=phase_lags, extra_episodes=extra)
+    except ValueError as exc:  # a phase without labelled frames: phase from alignment only
         if log:
             log(f"  no phase classifier: {exc}")
     else:
         if log:
-            log(f"  phase classifier (logistic regression): {accuracy:.1%} on the reference frames")
+            log(
+                f"  phase classifier (logistic regression on the embedding and its differences "
+                f"{list(references.phase_lags)} frames back): {len(episodes) + len(extra)} videos, "
+                f"{accuracy:.1%} on their frames, fitted in {time.perf_counter() - start:.1f} s"
+            )
     return references
 
 
@@ -162,6 +200,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset name (e.g. sim_pouring) or folder")
     p.add_argument("--split", default="train", help="split holding the demonstrations")
     p.add_argument("--max-videos", type=int, default=20, help="at most this many references")
+    p.add_argument(
+        "--classifier-videos",
+        type=int,
+        default=None,
+        help="fit the phase classifier on up to this many labelled normal videos of --split, the "
+        "references included (default: all of them)",
+    )
+    p.add_argument(
+        "--phase-lags",
+        type=int,
+        nargs="*",
+        default=list(DEFAULT_PHASE_LAGS),
+        help="frames back of the embedding differences the phase classifier sees (none: the "
+        "embedding alone)",
+    )
     p.add_argument("--calib-split", default="val", help="held-out split for calibration")
     p.add_argument("--max-calib-videos", type=int, default=None, help="cap on calibration videos")
     p.add_argument("--false-alarm-rate", type=float, default=0.01, help="per nominal episode")
@@ -195,9 +248,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         engine = load_bundle(bundle, backend=args.backend, threads=args.threads)
         config = MonitorConfig(rest_phases=tuple(args.rest_phases))
-        train = normal_episodes(load_episodes(args.dataset, args.split), args.max_videos)
-        print(f"embedding {len(train)} reference episodes of {args.dataset}/{args.split}")
-        references = build_references(engine, train, log=print)
+        if any(lag < 1 for lag in args.phase_lags):
+            raise ValueError(f"--phase-lags must be >= 1 frames, got {args.phase_lags}")
+        if args.classifier_videos is not None and args.classifier_videos < 0:
+            raise ValueError(f"--classifier-videos must be >= 0, got {args.classifier_videos}")
+        labelled = normal_episodes(load_episodes(args.dataset, args.split))
+        train, extra = split_references(labelled, args.max_videos, args.classifier_videos)
+        print(
+            f"embedding {len(train)} reference episodes of {args.dataset}/{args.split} "
+            f"(+{len(extra)} more for the phase classifier)"
+        )
+        references = build_references(
+            engine, train, log=print, classifier_episodes=extra, phase_lags=args.phase_lags
+        )
         calib = normal_episodes(
             load_episodes(args.dataset, args.calib_split), args.max_calib_videos
         )

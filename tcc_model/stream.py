@@ -18,8 +18,9 @@ reference, vectorised over references:
 
 Progress is the posterior mean of the reference progress (ground truth piecewise linear between key
 events), its uncertainty the posterior std. The phase is the argmax, with hysteresis, of the
-references' linear phase classifier applied to the frame's embedding (fitted on the reference
-frames by :func:`fit_phase_classifier`) or of the posterior mass per phase, whichever
+references' linear phase classifier applied to the frame's embedding and its differences to a few
+earlier frames (:func:`lagged_features`; fitted on labelled normal videos by
+:func:`fit_phase_classifier`) or of the posterior mass per phase, whichever
 :func:`calibrate` measured as more accurate on the calibration episodes. Anomalies:
 ``off_trajectory`` (distance to the aligned band above a conformal threshold for m of the last n
 frames), ``stalled`` (no progress for longer than any nominal run stalled, outside rest phases),
@@ -57,9 +58,9 @@ CALIBRATED_THRESHOLDS = (
 )  # the calibration keys read by the monitors, in MonitorConfig order
 PHASE_SOURCES = ("auto", "classifier", "alignment")
 """Where the phase comes from: the references' linear phase classifier applied to the frame's
-embedding (``classifier``), the posterior mass of the aligned reference frames' labels
-(``alignment``), or the source the calibration measured as more accurate (``auto``; the
-classifier when the references have one but no recorded choice)."""
+embedding and its recent differences (``classifier``), the posterior mass of the aligned
+reference frames' labels (``alignment``), or the source the calibration measured as more
+accurate (``auto``; the classifier when the references have one but no recorded choice)."""
 ANOMALY_KINDS = ("off_trajectory", "stalled", "backwards", "phase_skipped")
 _LOG = logging.getLogger(__name__)
 
@@ -93,8 +94,10 @@ class ReferenceSet:
     unlabelled); ``progress[r]`` float ``[L_r]`` in ``[0, 1]`` (from key events);
     ``calibration`` holds the thresholds written by :func:`calibrate` (``temperature``,
     ``distance_threshold``, ``stall_seconds``, ``backwards_threshold``, method and data summary).
-    ``phase_weights [K, D]`` and ``phase_bias [K]`` (optional, from :func:`fit_phase_classifier`)
-    are a linear softmax classifier of the phase from one embedding.
+    ``phase_weights [K, D * (1 + len(phase_lags))]`` and ``phase_bias [K]`` (optional, from
+    :func:`fit_phase_classifier`) are a linear softmax classifier of the phase from the frame's
+    embedding and its differences to the embeddings ``phase_lags`` frames earlier
+    (:func:`lagged_features`).
     """
 
     embeddings: list[np.ndarray]
@@ -108,6 +111,7 @@ class ReferenceSet:
     calibration: dict[str, Any] = field(default_factory=dict)
     phase_weights: np.ndarray | None = None
     phase_bias: np.ndarray | None = None
+    phase_lags: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.embeddings:
@@ -158,14 +162,19 @@ class ReferenceSet:
             raise ValueError("references: reference_ids must be unique")
         if (self.phase_weights is None) != (self.phase_bias is None):
             raise ValueError("references: phase_weights and phase_bias go together")
+        self.phase_lags = tuple(int(lag) for lag in np.asarray(self.phase_lags).reshape(-1))
+        if any(lag < 1 for lag in self.phase_lags):
+            raise ValueError(f"references: phase_lags must be >= 1 frames, got {self.phase_lags}")
         if self.phase_weights is not None:
-            k, d = len(self.phase_names), self.embeddings[0].shape[1]
+            k = len(self.phase_names)
+            d = self.embeddings[0].shape[1] * (1 + len(self.phase_lags))
             self.phase_weights = np.asarray(self.phase_weights, dtype=np.float64)
             self.phase_bias = np.asarray(self.phase_bias, dtype=np.float64).reshape(-1)
             if self.phase_weights.shape != (k, d) or self.phase_bias.shape != (k,):
                 raise ValueError(
                     f"references: phase classifier of shape {self.phase_weights.shape} + "
-                    f"{self.phase_bias.shape} does not match {k} phases x D={d}; refit it with "
+                    f"{self.phase_bias.shape} does not match {k} phases x {d} features (D x "
+                    f"{1 + len(self.phase_lags)} for lags {list(self.phase_lags)}); refit it with "
                     "`python -m tcc_model.reference`"
                 )
 
@@ -231,7 +240,11 @@ class ReferenceSet:
                     phase_ids=np.concatenate(self.phase_ids).astype(np.int64),
                     progress=np.concatenate(self.progress).astype(np.float64),
                     **(
-                        {"phase_weights": self.phase_weights, "phase_bias": self.phase_bias}
+                        {
+                            "phase_weights": self.phase_weights,
+                            "phase_bias": self.phase_bias,
+                            "phase_lags": np.asarray(self.phase_lags, dtype=np.int64),
+                        }
                         if self.phase_weights is not None
                         else {}
                     ),
@@ -273,7 +286,9 @@ class ReferenceSet:
         with np.load(npz_path, allow_pickle=False) as data:
             emb, offsets = data["embeddings"], data["offsets"]
             phase_ids, progress = data["phase_ids"], data["progress"]
-            classifier = {k: data[k] for k in ("phase_weights", "phase_bias") if k in data.files}
+            classifier = {
+                k: data[k] for k in ("phase_weights", "phase_bias", "phase_lags") if k in data.files
+            }
         if offsets[-1] != emb.shape[0] or len(offsets) != len(meta["reference_ids"]) + 1:
             raise ValueError(f"{npz_path}: offsets do not match the embeddings; rebuild them")
         spans = list(zip(offsets[:-1], offsets[1:]))
@@ -294,17 +309,57 @@ class ReferenceSet:
         return refs
 
 
-def fit_phase_classifier(references: ReferenceSet, regularization: float = 0.1) -> float:
-    """Fit a multinomial logistic regression of the phase on the reference frames' embeddings.
+DEFAULT_PHASE_LAGS = (1, 3, 6, 10)
+"""Frames back of the embedding differences the phase classifier sees (which way the arm moves)."""
+DEFAULT_PHASE_REGULARIZATION = 0.1
 
-    Stores ``phase_weights`` / ``phase_bias`` in ``references`` (plain arrays, saved with the
-    set) and returns its accuracy on those frames. ``regularization`` is sklearn's ``C``.
-    Frames without a label (``-1``) are left out; every phase needs labelled frames.
+
+def lagged_features(embeddings: np.ndarray, lags: Sequence[int]) -> np.ndarray:
+    """``[N, D * (1 + len(lags))]``: each embedding and its differences to ``lag`` frames earlier.
+
+    ``embeddings [N, D]`` are consecutive frames, oldest first; before the first frame the first
+    embedding stands in (an episode's start), so a stream's last row depends only on the last
+    ``max(lags) + 1`` frames.
+    """
+    emb = np.asarray(embeddings, dtype=np.float64)
+    if emb.ndim == 1:
+        emb = emb[None]
+    parts = [emb]
+    for lag in lags:
+        earlier = np.concatenate([np.repeat(emb[:1], min(lag, len(emb)), 0), emb[:-lag]])
+        parts.append(emb - earlier[: len(emb)])
+    return np.concatenate(parts, axis=1)
+
+
+def fit_phase_classifier(
+    references: ReferenceSet,
+    regularization: float = DEFAULT_PHASE_REGULARIZATION,
+    lags: Sequence[int] = DEFAULT_PHASE_LAGS,
+    extra_episodes: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+) -> float:
+    """Fit a multinomial logistic regression of the phase on :func:`lagged_features`.
+
+    Trained on the reference frames plus ``extra_episodes`` (``(embeddings [N, D], phase_ids
+    [N])`` of more labelled normal videos: the classifier gains from more labels than the
+    alignment needs references). Stores ``phase_weights`` / ``phase_bias`` / ``phase_lags`` in
+    ``references`` (plain arrays, saved with the set) and returns its accuracy on the training
+    frames. ``regularization`` is sklearn's ``C``. Frames without a label (``-1``) are left out;
+    every phase needs labelled frames.
     """
     from sklearn.linear_model import LogisticRegression
 
-    x = np.concatenate(references.embeddings).astype(np.float64)
-    y = np.concatenate(references.phase_ids)
+    lags = tuple(int(lag) for lag in lags)
+    if any(lag < 1 for lag in lags):
+        raise ValueError(f"fit_phase_classifier: lags must be >= 1 frames, got {lags}")
+    videos = list(zip(references.embeddings, references.phase_ids)) + list(extra_episodes)
+    for emb, ids in videos:
+        if np.shape(emb) != (len(ids), references.dim):
+            raise ValueError(
+                f"fit_phase_classifier: an episode of embeddings {np.shape(emb)} with {len(ids)} "
+                f"phase ids; need [N, {references.dim}] and N ids"
+            )
+    x = np.concatenate([lagged_features(e, lags) for e, _ in videos])
+    y = np.concatenate([np.asarray(ids, dtype=np.int64) for _, ids in videos])
     x, y = x[y >= 0], y[y >= 0]
     k = len(references.phase_names)
     missing = sorted(set(range(k)) - set(np.unique(y).tolist()))
@@ -317,19 +372,30 @@ def fit_phase_classifier(references: ReferenceSet, regularization: float = 0.1) 
     if k == 1:  # one phase: probability 1 whatever the frame
         weights, bias = np.zeros((1, x.shape[1])), np.zeros(1)
     else:
-        model = LogisticRegression(C=regularization, max_iter=2000).fit(x, y)
+        model = LogisticRegression(C=regularization, max_iter=4000).fit(x, y)
         weights, bias = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
         if k == 2:  # sklearn's binary model: logit of class 1 against class 0
             weights, bias = np.vstack([np.zeros_like(weights), weights]), np.r_[0.0, bias]
     references.phase_weights, references.phase_bias = weights, bias
-    return float(np.mean(np.argmax(x @ references.phase_weights.T + references.phase_bias, 1) == y))
+    references.phase_lags = lags
+    return float(np.mean(np.argmax(x @ weights.T + bias, 1) == y))
 
 
-def phase_probabilities(references: ReferenceSet, embedding: np.ndarray) -> np.ndarray:
-    """Softmax phase probabilities ``[K]`` of one embedding under the references' classifier."""
+def phase_probabilities(references: ReferenceSet, recent: np.ndarray) -> np.ndarray:
+    """Softmax phase probabilities ``[K]`` of the latest frame under the references' classifier.
+
+    ``recent [T, D]``: the episode's latest embeddings, oldest first (the last
+    ``max(phase_lags) + 1`` suffice; fewer at the start of an episode); ``[D]`` is one frame.
+    """
     if references.phase_weights is None or references.phase_bias is None:
         raise ValueError("the references have no phase classifier (fit_phase_classifier)")
-    logits = references.phase_weights @ np.asarray(embedding, np.float64) + references.phase_bias
+    recent = np.asarray(recent, dtype=np.float64)
+    recent = recent.reshape(-1, recent.shape[-1])
+    last = recent[-1]
+    if references.phase_lags:  # the last row of lagged_features(recent), without the others
+        earlier = recent[np.maximum(len(recent) - 1 - np.asarray(references.phase_lags), 0)]
+        last = np.concatenate([last, (last - earlier).ravel()])
+    logits = references.phase_weights @ last + references.phase_bias
     logits -= logits.max()
     probs = np.exp(logits)
     return probs / probs.sum()
@@ -730,6 +796,8 @@ class _MonitorBase:
         if source == "auto":  # the calibration's measured choice, else the classifier if any
             source = references.calibration.get("phase_source", "classifier")
         self._use_classifier = source == "classifier" and references.phase_weights is not None
+        # The classifier's input window: this frame and the lagged ones (valid frames only).
+        self._recent: deque[np.ndarray] = deque(maxlen=1 + max(references.phase_lags, default=0))
         self._phase = _PhaseTracker(self.num_phases, self.config.phase_margin)
         self._anomaly = _AnomalyTracker(self.thresholds, self.config, references.phase_names)
         self.frame_index = 0
@@ -740,6 +808,7 @@ class _MonitorBase:
         """Start a new episode."""
         self.frame_index = 0
         self.invalid_frames = 0
+        self._recent.clear()
         self._phase.reset()
         self._anomaly.reset()
         if self.feature_cache is not None:
@@ -794,8 +863,9 @@ class _MonitorBase:
             )
         out = self._align(emb)
         phase_probs = out.pop("phase_probs")
+        self._recent.append(emb)
         if self._use_classifier:
-            phase_probs = phase_probabilities(self.references, emb)
+            phase_probs = phase_probabilities(self.references, np.stack(self._recent))
         previous = self._phase.current
         phase_id, confidence, jumped, skip_evidence = self._phase.update(phase_probs)
         phase_progress = out.pop("phase_progress_fn")(phase_id)

@@ -138,3 +138,34 @@ def test_cli_errors_are_one_line_with_nonzero_exit(dataset, tmp_path, capsys):
 def test_no_normal_episodes_is_an_error():
     with pytest.raises(ValueError, match="no normal"):
         reference.build_references(ContextEngine(), [])
+
+
+def test_split_references_gives_the_classifier_more_videos_than_the_references():
+    videos = list("abcdef")
+    assert reference.split_references(videos, 2, None) == (["a", "b"], list("cdef"))
+    assert reference.split_references(videos, 2, 4) == (["a", "b"], ["c", "d"])
+    assert reference.split_references(videos, 2, 0) == (["a", "b"], [])  # references only
+    assert reference.split_references(videos, None, None) == (videos, [])
+
+
+def test_cli_fits_the_phase_classifier_on_more_videos_than_it_keeps(
+    dataset, tmp_path, monkeypatch, capsys
+):
+    import tcc_model.engine
+
+    monkeypatch.setattr(tcc_model.engine, "load_bundle", lambda *a, **k: ContextEngine())
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    argv = ["--bundle", str(bundle), "--dataset", str(dataset), "--no-register"]
+    assert reference.main(argv + ["--max-videos", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 reference episodes" in out and "+2 more for the phase classifier" in out
+    assert "3 videos" in out
+    refs = ReferenceSet.load(bundle)
+    assert refs.reference_ids == ["train/demo0"] and refs.phase_weights is not None
+    assert ReferenceSet.load(bundle).phase_lags == (1, 3, 6, 10)
+    assert reference.main(argv + ["--max-videos", "1", "--classifier-videos", "-1"]) == 2
+    assert reference.main(argv + ["--phase-lags"]) == 0  # the embedding alone
+    refs = ReferenceSet.load(bundle)
+    assert refs.phase_lags == () and refs.phase_weights.shape == (len(PHASES), refs.dim)
+    assert reference.main(argv + ["--phase-lags", "0"]) == 2

@@ -12,6 +12,7 @@ import pytest
 
 from tcc_model.preprocess import PreprocessConfig, context_indices
 from tcc_model.stream import (
+    DEFAULT_PHASE_LAGS,
     TEMPERATURE_FACTORS,
     FrameFeatureCache,
     MonitorConfig,
@@ -22,6 +23,7 @@ from tcc_model.stream import (
     calibrate,
     conformal_upper,
     fit_phase_classifier,
+    lagged_features,
     phase_probabilities,
 )
 
@@ -427,7 +429,9 @@ def test_fitted_phase_classifier_gives_the_phase_and_survives_save_load(path, tm
     refs = make_references([path, path], [100, 140])
     accuracy = fit_phase_classifier(refs)
     assert accuracy >= 0.9
-    assert refs.phase_weights.shape == (len(PHASES), DIM) and refs.phase_bias.shape == (4,)
+    width = DIM * (1 + len(DEFAULT_PHASE_LAGS))
+    assert refs.phase_weights.shape == (len(PHASES), width) and refs.phase_bias.shape == (4,)
+    assert refs.phase_lags == DEFAULT_PHASE_LAGS
     s = warp(120, 1.3)
     results = ProgressMonitor(refs).run(live(path, s))
     assert np.mean([r.phase_id for r in results] == phase_of(s)) >= 0.9
@@ -435,8 +439,103 @@ def test_fitted_phase_classifier_gives_the_phase_and_survives_save_load(path, tm
     loaded = ReferenceSet.load(tmp_path)
     np.testing.assert_array_equal(loaded.phase_weights, refs.phase_weights)
     np.testing.assert_array_equal(loaded.phase_bias, refs.phase_bias)
-    probs = phase_probabilities(loaded, live(path, s)[60])
+    assert loaded.phase_lags == refs.phase_lags
+    probs = phase_probabilities(loaded, live(path, s)[:61])
     assert probs.shape == (4,) and probs.sum() == pytest.approx(1.0) and (probs > 0).all()
+
+
+def test_lagged_features_are_differences_to_earlier_frames_padded_at_the_start():
+    emb = np.arange(12, dtype=np.float64).reshape(6, 2) ** 2
+    out = lagged_features(emb, (1, 4))
+    assert out.shape == (6, 6)
+    np.testing.assert_array_equal(out[:, :2], emb)
+    np.testing.assert_array_equal(out[1:, 2:4], emb[1:] - emb[:-1])
+    np.testing.assert_array_equal(out[4:, 4:], emb[4:] - emb[:-4])
+    # Before the first frame the first frame stands in: zero differences at the start.
+    np.testing.assert_array_equal(out[0, 2:], 0.0)
+    np.testing.assert_array_equal(out[:4, 4:], emb[:4] - emb[0])
+    np.testing.assert_array_equal(lagged_features(emb[:2], (5,))[:, 2:], emb[:2] - emb[0])
+
+
+def test_streamed_classifier_probabilities_equal_the_offline_ones(path):
+    refs = make_references([path, path], [100, 140])
+    fit_phase_classifier(refs)
+    emb = live(path, warp(90, 1.1))
+    feats = lagged_features(emb, refs.phase_lags)
+    logits = feats @ refs.phase_weights.T + refs.phase_bias
+    offline = np.exp(logits - logits.max(1, keepdims=True))
+    offline /= offline.sum(1, keepdims=True)
+    span = 1 + max(refs.phase_lags)
+    for t in (0, 3, span - 1, span, 89):
+        # Only the last max(lags) + 1 frames matter, the whole history gives the same answer.
+        window = emb[max(0, t + 1 - span) : t + 1]
+        np.testing.assert_allclose(phase_probabilities(refs, window), offline[t], rtol=1e-9)
+        np.testing.assert_allclose(phase_probabilities(refs, emb[: t + 1]), offline[t], rtol=1e-9)
+
+
+def test_lagged_classifier_tells_a_motion_from_its_reverse():
+    """Carry and bring-back cross the same states in opposite directions: only the embedding's
+    differences to earlier frames separate them; the causal monitor sees them too."""
+    rng = np.random.default_rng(0)
+    names = ["carry", "bring_back"]
+
+    def episode(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(seed)
+        s = np.concatenate([np.linspace(0, 1, n), np.linspace(1, 0, n)])
+        emb = np.stack([np.cos(3 * s), np.sin(3 * s), s], 1) + r.normal(scale=0.01, size=(2 * n, 3))
+        return emb.astype(np.float32), np.repeat([0, 1], n)
+
+    refs_data = [episode(int(rng.integers(30, 50)), i) for i in range(3)]
+
+    def build() -> ReferenceSet:
+        return ReferenceSet.from_episodes(
+            [e for e, _ in refs_data],
+            [p for _, p in refs_data],
+            names,
+            [{"bring_back": int(np.argmax(p))} for _, p in refs_data],
+            "b",
+            [f"r{i}" for i in range(3)],
+            FPS,
+        )
+
+    static, moving = build(), build()
+    fit_phase_classifier(static, lags=())
+    fit_phase_classifier(moving, lags=(1, 3))
+    emb, truth = episode(40, 99)
+    config = MonitorConfig(phase_source="classifier")
+    hits = {}
+    for name, refs in (("static", static), ("moving", moving)):
+        phases = [r.phase_id for r in ProgressMonitor(refs, config).run(emb)]
+        hits[name] = float(np.mean(np.array(phases) == truth))
+    # Without differences it is a coin toss; with them only frames at the turn are wrong.
+    assert hits["moving"] >= 0.9 and hits["static"] <= 0.75, hits
+
+
+def test_classifier_learns_from_extra_labelled_episodes(path):
+    refs = make_references([path], [100])
+    more = [
+        (live(path, warp(n, p), seed=n), phase_of(warp(n, p))) for n, p in [(80, 0.8), (120, 1.2)]
+    ]
+    accuracy = fit_phase_classifier(refs, extra_episodes=more)
+    assert accuracy >= 0.9
+    with pytest.raises(ValueError, match=r"need \[N, 16\]"):
+        fit_phase_classifier(refs, extra_episodes=[(np.zeros((5, 3)), np.zeros(5, int))])
+    with pytest.raises(ValueError, match="lags must be >= 1"):
+        fit_phase_classifier(refs, lags=(0,))
+
+
+def test_references_saved_without_lags_load_as_a_one_frame_classifier(path, tmp_path):
+    refs = make_references([path, path], [100, 140])
+    fit_phase_classifier(refs, lags=())
+    refs.save(tmp_path)
+    with np.load(tmp_path / "references.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "phase_lags"}
+    np.savez(tmp_path / "references.npz", **arrays)  # as written before lags existed
+    loaded = ReferenceSet.load(tmp_path)
+    assert loaded.phase_lags == () and loaded.phase_weights.shape == (4, DIM)
+    s = warp(120, 1.1)
+    phases = [r.phase_id for r in ProgressMonitor(loaded).run(live(path, s))]
+    assert np.mean(np.array(phases) == phase_of(s)) >= 0.9
 
 
 def test_phase_source_chooses_between_classifier_and_alignment(path):
@@ -465,6 +564,15 @@ def test_phase_classifier_errors_name_the_problem(path):
     refs = make_references([path], [100])
     with pytest.raises(ValueError, match="does not match 4 phases"):
         _with_classifier(refs, np.zeros((3, DIM)), np.zeros(3))
+    with pytest.raises(ValueError, match=r"4 phases x 48 features \(D x 3 for lags \[1, 2\]\)"):
+        ReferenceSet(
+            **{
+                **refs.__dict__,
+                "phase_weights": np.zeros((4, DIM)),
+                "phase_bias": np.zeros(4),
+                "phase_lags": (1, 2),
+            }
+        )
     with pytest.raises(ValueError, match="go together"):
         _with_classifier(refs, np.zeros((4, DIM)), None)
     no_place = ReferenceSet(**{**refs.__dict__, "phase_ids": [np.minimum(refs.phase_ids[0], 2)]})
