@@ -290,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     accuracies = ", ".join(f"{k} {v:.1%}" for k, v in cal["phase_accuracy"].items())
     measured = f" (phase accuracy on the calibration episodes: {accuracies})" if accuracies else ""
+    accuracy = cal["phase_accuracy"]
+    if cal["phase_source"] == "alignment" and accuracy.get("classifier", 0.0) > accuracy.get(
+        "alignment", 1.0
+    ):
+        measured += "; the classifier's gain is within one standard error over the episodes"
     print(f"phase source: {cal['phase_source']}{measured}")
     if cal["method"] != "conformal":
         needed = cal["episodes_needed_for_conformal"]

@@ -20,8 +20,8 @@ Progress is the posterior mean of the reference progress (ground truth piecewise
 events), its uncertainty the posterior std. The phase is the argmax, with hysteresis, of the
 references' linear phase classifier applied to the frame's embedding and its differences to a few
 earlier frames (:func:`lagged_features`; fitted on labelled normal videos by
-:func:`fit_phase_classifier`) or of the posterior mass per phase, whichever
-:func:`calibrate` measured as more accurate on the calibration episodes. Anomalies:
+:func:`fit_phase_classifier`) or of the posterior mass per phase: the classifier when
+:func:`calibrate` measured it clearly more accurate on the calibration episodes. Anomalies:
 ``off_trajectory`` (distance to the aligned band above a conformal threshold for m of the last n
 frames), ``stalled`` (no progress for longer than any nominal run stalled, outside rest phases),
 ``backwards`` (progress fell back from its peak by more than any nominal run did),
@@ -59,8 +59,9 @@ CALIBRATED_THRESHOLDS = (
 PHASE_SOURCES = ("auto", "classifier", "alignment")
 """Where the phase comes from: the references' linear phase classifier applied to the frame's
 embedding and its recent differences (``classifier``), the posterior mass of the aligned
-reference frames' labels (``alignment``), or the source the calibration measured as more
-accurate (``auto``; the classifier when the references have one but no recorded choice)."""
+reference frames' labels (``alignment``), or the source the calibration chose
+(``auto``: :func:`choose_phase_source`; the classifier when the references have one but no
+recorded choice)."""
 ANOMALY_KINDS = ("off_trajectory", "stalled", "backwards", "phase_skipped")
 _LOG = logging.getLogger(__name__)
 
@@ -1171,6 +1172,19 @@ DEFAULT_TEMPERATURE_FACTOR = 0.5
 PHASE_ERROR_WEIGHT = 0.1
 
 
+def choose_phase_source(classifier: Sequence[float], alignment: Sequence[float]) -> str:
+    """``'classifier'`` when its per-episode phase accuracy gain over the alignment is more than
+    one standard error above zero, else ``'alignment'`` (whose phase agrees with the progress).
+
+    ``classifier[i]`` / ``alignment[i]``: the two sources' accuracies on calibration episode i.
+    """
+    gain = np.asarray(classifier, dtype=np.float64) - np.asarray(alignment, dtype=np.float64)
+    if gain.size < 2:
+        return "classifier" if gain.size and gain[0] > 0 else "alignment"
+    stderr = float(gain.std(ddof=1)) / math.sqrt(gain.size)
+    return "classifier" if float(gain.mean()) > stderr else "alignment"
+
+
 def calibrate(
     references: ReferenceSet,
     episodes: Sequence[np.ndarray],
@@ -1191,9 +1205,10 @@ def calibrate(
        episode the factor is chosen from :data:`TEMPERATURE_FACTORS` by the lowest
        progress MAE + ``PHASE_ERROR_WEIGHT`` x phase error rate; else
        :data:`DEFAULT_TEMPERATURE_FACTOR`. ``config.temperature`` overrides both.
-    2. phase source: with ``phase_ids``, a phase classifier in the references and
-       ``phase_source='auto'``, the source (classifier or alignment) with the higher phase
-       accuracy on these episodes is recorded as ``phase_source`` (both in ``phase_accuracy``).
+    2. phase source: with ``phase_ids`` and ``phase_source='auto'``, the classifier (when the
+       references have one) is recorded as ``phase_source`` if its per-episode accuracy gain over
+       the alignment is clearly positive (:func:`choose_phase_source`), else the alignment; both
+       accuracies are recorded in ``phase_accuracy``.
     3. final pass: per-episode maxima of the off-trajectory statistic (m-th largest distance of
        the last n frames), stall duration, backward fall and phase-skip evidence; each threshold
        is the split-conformal quantile at ``false_alarm_rate / 4`` (Bonferroni over the four
@@ -1258,12 +1273,18 @@ def calibrate(
     phase_accuracy: dict[str, float] = {}
     if phase_ids is not None:
         sources = ("classifier", "alignment") if has_classifier else ("alignment",)
+        per_episode: dict[str, np.ndarray] = {}
         for candidate in sources:
             runs = replay(temperature, candidate)
             hits = [np.array([r.phase_id for r in run]) == p for run, p in zip(runs, phase_ids)]
             phase_accuracy[candidate] = float(np.mean(np.concatenate(hits)))
+            per_episode[candidate] = np.array([h.mean() for h in hits if h.size])
         if base.phase_source == "auto":
-            source = max(sources, key=lambda c: phase_accuracy[c])  # ties: the classifier
+            source = (
+                choose_phase_source(per_episode["classifier"], per_episode["alignment"])
+                if has_classifier
+                else "alignment"
+            )
     free = replace(free, phase_source=source)
     monitor = ProgressMonitor(references, replace(free, temperature=temperature))
     per_episode: dict[str, list[float]] = {
