@@ -363,6 +363,16 @@ def _probe(graph, reliable_images: bool = True):
     return node, pub, got
 
 
+def _linked(node, pub) -> bool:
+    """Both directions matched: the node reads the probe's images and the probe its outputs
+    (messages sent before a reader matches are lost, even when reliable)."""
+    return (
+        pub.get_subscription_count() > 0
+        and node.pub_phase.get_subscription_count() > 0
+        and node.pub_anomaly.get_subscription_count() > 0
+    )
+
+
 def _wait(predicate, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -392,9 +402,9 @@ def _diag_values(got) -> dict[str, str]:
 def test_node_publishes_stamped_outputs_and_skips_malformed_frames(ros_graph) -> None:
     monitor = _StandInMonitor()
     # reliable, deep input QoS: this test checks conversion and counting, not transport losses
-    _make_node(ros_graph, monitor, **{"qos.reliability": "reliable", "qos.depth": 10})
+    node, _ = _make_node(ros_graph, monitor, **{"qos.reliability": "reliable", "qos.depth": 10})
     probe, pub, got = _probe(ros_graph, reliable_images=True)
-    assert _wait(lambda: pub.get_subscription_count() > 0), "node never subscribed to /cam"
+    assert _wait(lambda: _linked(node, pub)), "node and probe never matched"
     time.sleep(0.3)
     frames = [
         _image(10, 1),
@@ -435,7 +445,7 @@ def test_fast_camera_keeps_only_the_newest_frame(ros_graph) -> None:
     # reliable deep input queue: every frame reaches the callback, so the mailbox does the dropping
     node, _ = _make_node(ros_graph, monitor, **{"qos.reliability": "reliable", "qos.depth": 100})
     _, pub, got = _probe(ros_graph)
-    assert _wait(lambda: pub.get_subscription_count() > 0)
+    assert _wait(lambda: _linked(node, pub))
     time.sleep(0.3)
     sent = 60
     for i in range(sent):  # 200 fps camera
@@ -487,7 +497,7 @@ def test_worker_keeps_running_after_a_failing_reset(ros_graph) -> None:
     ros_graph.nodes.append(ctl)
     reset = ctl.create_publisher(Empty, "/tcc/reset", 10)
     _, pub, got = _probe(ros_graph)
-    assert _wait(lambda: reset.get_subscription_count() and pub.get_subscription_count())
+    assert _wait(lambda: reset.get_subscription_count() and _linked(node, pub))
     reset.publish(Empty())
     assert _wait(lambda: node.stats.failed == 1, 5)
     pub.publish(_image(10, 1))
