@@ -241,6 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--max-videos must be >= 1, got {args.max_videos}")
         if not 0 < args.false_alarm_rate < 1:
             raise ValueError(f"--false-alarm-rate must be in (0, 1), got {args.false_alarm_rate}")
+        if any(lag < 1 for lag in args.phase_lags):
+            raise ValueError(f"--phase-lags must be >= 1 frames, got {args.phase_lags}")
+        if args.classifier_videos is not None and args.classifier_videos < 0:
+            raise ValueError(f"--classifier-videos must be >= 0, got {args.classifier_videos}")
         bundle = Path(args.bundle)
         if not bundle.is_dir():
             raise ValueError(f"--bundle {bundle}: not a directory; export a bundle first")
@@ -248,10 +252,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         engine = load_bundle(bundle, backend=args.backend, threads=args.threads)
         config = MonitorConfig(rest_phases=tuple(args.rest_phases))
-        if any(lag < 1 for lag in args.phase_lags):
-            raise ValueError(f"--phase-lags must be >= 1 frames, got {args.phase_lags}")
-        if args.classifier_videos is not None and args.classifier_videos < 0:
-            raise ValueError(f"--classifier-videos must be >= 0, got {args.classifier_videos}")
         labelled = normal_episodes(load_episodes(args.dataset, args.split))
         train, extra = split_references(labelled, args.max_videos, args.classifier_videos)
         print(
