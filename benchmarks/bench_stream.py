@@ -10,9 +10,9 @@ Episodes are fed frame by frame. Two sources of embeddings:
   anomalies ``stall``, ``reversed``, ``drop`` (leaves the trajectory), ``skip`` (a phase never
   happens)). It measures the aligner, not a learned model.
 
-The HMM band filter takes the phase from the references' linear phase classifier (fitted on the
-reference episodes; real data only) or from the alignment, as the calibration chose; the baseline
-from its nearest reference frame's label.
+The HMM band filter takes the phase from the references' linear phase classifier (fitted on every
+labelled normal video of --ref-split, or --classifier-videos of them; real data only) or from the
+alignment, as the calibration chose; the baseline from its nearest reference frame's label.
 
 Metrics: progress MAE vs ground truth from key events and causal phase accuracy (normal episodes),
 per-episode anomaly AUROC (episode score = max frame anomaly score), median detection delay in

@@ -864,8 +864,8 @@ class _MonitorBase:
             )
         out = self._align(emb)
         phase_probs = out.pop("phase_probs")
-        self._recent.append(emb)
         if self._use_classifier:
+            self._recent.append(emb)
             phase_probs = phase_probabilities(self.references, np.stack(self._recent))
         previous = self._phase.current
         phase_id, confidence, jumped, skip_evidence = self._phase.update(phase_probs)
@@ -1273,15 +1273,15 @@ def calibrate(
     phase_accuracy: dict[str, float] = {}
     if phase_ids is not None:
         sources = ("classifier", "alignment") if has_classifier else ("alignment",)
-        per_episode: dict[str, np.ndarray] = {}
+        episode_accuracy: dict[str, np.ndarray] = {}
         for candidate in sources:
             runs = replay(temperature, candidate)
             hits = [np.array([r.phase_id for r in run]) == p for run, p in zip(runs, phase_ids)]
             phase_accuracy[candidate] = float(np.mean(np.concatenate(hits)))
-            per_episode[candidate] = np.array([h.mean() for h in hits if h.size])
+            episode_accuracy[candidate] = np.array([h.mean() for h in hits if h.size])
         if base.phase_source == "auto":
             source = (
-                choose_phase_source(per_episode["classifier"], per_episode["alignment"])
+                choose_phase_source(episode_accuracy["classifier"], episode_accuracy["alignment"])
                 if has_classifier
                 else "alignment"
             )

@@ -595,10 +595,9 @@ def test_calibration_picks_the_more_accurate_phase_source(path):
     s = warp(120, 1.1)
     phases = [r.phase_id for r in ProgressMonitor(rigged).run(live(path, s))]
     assert np.mean(phases == phase_of(s)) >= 0.9
-    # A fitted classifier: the recorded choice follows choose_phase_source.
+    # A fitted classifier is only chosen when it is the more accurate source.
     fit_phase_classifier(refs)
     cal = calibrate(refs, episodes, 0.05, progress=truths, phase_ids=labels)
-    assert cal["phase_source"] in ("classifier", "alignment")
     if cal["phase_source"] == "classifier":
         assert cal["phase_accuracy"]["classifier"] > cal["phase_accuracy"]["alignment"]
 
