@@ -30,8 +30,7 @@ REFERENCE_FILE_ROLE = "reference"
 _ROLES = (MODEL_FILE_ROLE, DERIVED_FILE_ROLE, REFERENCE_FILE_ROLE)
 
 
-class BundleError(ValueError):
-    """A bundle is missing, corrupt, too new, or cannot be served by the requested backend."""
+from tcc_model.errors import BundleError  # noqa: E402  (re-exported)
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:

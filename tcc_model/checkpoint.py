@@ -27,8 +27,7 @@ CHECKPOINT_FORMAT = "tcc_ros.checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable or does not fit the model."""
+from tcc_model.errors import CheckpointError  # noqa: E402  (re-exported)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -29,8 +29,7 @@ MONITOR_TOPICS = {
 }
 
 
-class BagError(ValueError):
-    """A bag that cannot be used as asked (missing, corrupt, wrong topic or type)."""
+from tcc_model.errors import BagError  # noqa: E402  (re-exported)
 
 
 def _msg_dir() -> Path:

@@ -36,8 +36,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 ANOMALY_TYPES = ("drop", "miss", "stall", "reversed")
 
 
-class DatasetError(ValueError):
-    """A dataset file is missing, unreadable or inconsistent; the message names the file and fix."""
+from tcc_model.errors import DatasetError  # noqa: E402  (re-exported)
 
 
 def _jsonable(value: Any) -> Any:
