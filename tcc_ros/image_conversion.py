@@ -5,7 +5,12 @@ on any object with the fields of ``sensor_msgs/Image`` or ``sensor_msgs/Compress
 messages, rosbags messages, ``types.SimpleNamespace``).
 
 The common encodings are converted exactly with numpy. Others are handed to ``cv_bridge`` when it
-is importable. Every malformed input raises :class:`ImageConversionError` naming the problem.
+is importable. Every malformed input raises :class:`ImageConversionError` naming the problem (the
+input echoed in it is escaped and length-capped), so a caller counts it as a *rejected* frame.
+
+Compressed frames are JPEG or PNG only. Their dimensions are read from the header
+(:mod:`tcc_model.image_header`) and checked against ``max_pixels`` before anything is decoded: a
+few-kilobyte "decompression bomb" claiming 30000 x 30000 pixels costs microseconds, not gigabytes.
 """
 
 from __future__ import annotations
@@ -17,8 +22,18 @@ from typing import Any
 import cv2
 import numpy as np
 
+from tcc_model.errors import safe_text
+from tcc_model.image_header import ImageHeaderError, read_image_header
+
 MAX_DIMENSION = 8192
 """Largest accepted image height or width; anything bigger is treated as corrupt."""
+
+MAX_COMPRESSED_PIXELS = 1920 * 1200
+"""Default limit on the pixels of a compressed frame (WUXGA; 1080p cameras fit).
+
+Decoding costs about 3 bytes and, for PNG, about 20 ms per megapixel on one core, so a frame at
+this limit stays well under 50 MiB and near 50 ms; raise it (``max_pixels``) for bigger cameras.
+"""
 
 
 class ImageConversionError(ValueError):
@@ -78,6 +93,15 @@ def _check_dimensions(height: int, width: int, what: str) -> None:
         )
 
 
+def _int_field(msg: Any, name: str) -> int:
+    """An integer field of a message (0 when absent); anything else is a conversion error."""
+    value = getattr(msg, name, 0)
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ImageConversionError(f"image: {name} {safe_text(value)!r} is not an integer") from exc
+
+
 def _cv_bridge() -> Any | None:
     """The ROS 2 ``cv_bridge.CvBridge`` instance when importable, else None."""
     try:
@@ -95,13 +119,12 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     ``cv_bridge`` when it is importable.
     """
     encoding = str(getattr(msg, "encoding", "") or "")
-    height, width = int(getattr(msg, "height", 0)), int(getattr(msg, "width", 0))
-    what = f"image {height}x{width} '{encoding}'"
+    height, width, step = (_int_field(msg, name) for name in ("height", "width", "step"))
+    what = f"image {height}x{width} {safe_text(encoding)!r}"
     _check_dimensions(height, width, what)
     layout = _LAYOUTS.get(encoding)
     if layout is None:
         return _image_to_rgb_with_cv_bridge(msg, what)
-    step = int(getattr(msg, "step", 0))
     row_bytes = width * layout.channels * layout.bytes_per_channel
     if step < row_bytes:
         raise ImageConversionError(
@@ -140,7 +163,12 @@ def _pixels_to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
         return np.ascontiguousarray(pixels[..., 2::-1])
     if order == "mono":
         return np.repeat(pixels, 3, axis=2)
-    return cv2.cvtColor(np.ascontiguousarray(pixels), getattr(cv2, order))
+    try:
+        return cv2.cvtColor(np.ascontiguousarray(pixels), getattr(cv2, order))
+    except cv2.error as exc:
+        raise ImageConversionError(
+            f"{order}: OpenCV could not convert it ({_cv_reason(exc)})"
+        ) from exc
 
 
 def _image_to_rgb_with_cv_bridge(msg: Any, what: str) -> np.ndarray:
@@ -153,28 +181,59 @@ def _image_to_rgb_with_cv_bridge(msg: Any, what: str) -> np.ndarray:
     try:
         rgb = np.asarray(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
     except Exception as exc:  # cv_bridge raises its own error types
-        raise ImageConversionError(f"{what}: cv_bridge could not convert it ({exc})") from exc
+        raise ImageConversionError(
+            f"{what}: cv_bridge could not convert it ({safe_text(exc)})"
+        ) from exc
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ImageConversionError(f"{what}: cv_bridge returned shape {rgb.shape} {rgb.dtype}")
     return np.array(rgb, order="C")
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) to RGB uint8 ``[H, W, 3]``."""
-    fmt = str(getattr(msg, "format", "") or "").lower()
-    what = f"compressed image '{fmt}'"
-    if "compresseddepth" in fmt:
+def compressed_to_rgb(msg: Any, max_pixels: int = MAX_COMPRESSED_PIXELS) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) to RGB uint8 ``[H, W, 3]``.
+
+    The format is taken from the data's magic bytes (drivers fill ``format`` loosely). Frames
+    whose header claims more than ``max_pixels`` pixels (or more than :data:`MAX_DIMENSION` per
+    side) are refused before decoding; other formats, broken headers and data OpenCV cannot
+    decode raise :class:`ImageConversionError` too.
+    """
+    fmt = str(getattr(msg, "format", "") or "")
+    what = f"compressed image {safe_text(fmt)!r}"
+    if "compresseddepth" in fmt.lower():
         raise ImageConversionError(f"{what}: depth images are not camera frames")
     data = _buffer_bytes(getattr(msg, "data", None), what)
     if data.size == 0:
         raise ImageConversionError(f"{what}: data is empty")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        header = read_image_header(data)
+    except ImageHeaderError as exc:
+        raise ImageConversionError(f"{what}: {data.size} bytes: {exc}") from exc
+    what = f"{what} ({header.format} {header.height}x{header.width})"
+    _check_dimensions(header.height, header.width, what)
+    if header.pixels > max_pixels:
+        raise ImageConversionError(
+            f"{what}: {header.pixels} pixels exceed the limit of {max_pixels} "
+            "(refused before decoding; raise the limit for a bigger camera)"
+        )
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ImageConversionError(
+            f"{what}: OpenCV could not decode it ({_cv_reason(exc)})"
+        ) from exc
     if bgr is None:
         raise ImageConversionError(
-            f"{what}: {data.size} bytes could not be decoded as JPEG or PNG (corrupt or truncated)"
+            f"{what}: {data.size} bytes could not be decoded (corrupt or truncated)"
         )
-    _check_dimensions(bgr.shape[0], bgr.shape[1], what)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.shape[0] * bgr.shape[1] > max_pixels:
+        raise ImageConversionError(f"{what}: decoded to an unexpected shape {bgr.shape}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
+
+
+def _cv_reason(exc: Exception) -> str:
+    """The one-line reason of a ``cv2.error`` (its text spans several lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return safe_text(lines[-1] if lines else type(exc).__name__)
 
 
 def rgb_to_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict[str, Any]:
