@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from tcc_model.cli import add_bundle_arg, check_bundle, entry_point, print_written, run_main
+from tcc_model.errors import ConfigError, DatasetError
 from tcc_model.preprocess import context_indices
 from tcc_model.stream import (
     DEFAULT_PHASE_LAGS,
@@ -109,14 +110,15 @@ def build_references(
     normal videos, embedded for the fit only) with ``phase_lags``.
     """
     if not episodes:
-        raise ValueError(
-            "no normal phase-labelled episodes to use as references; pick a split with labelled "
-            "normal episodes (--split) or raise --max-videos"
+        raise DatasetError(
+            "no normal phase-labelled episodes to use as references: the monitor needs "
+            "demonstrations with per-frame phase labels (phase_names + phase_ids in the label "
+            "JSON, docs/DATASET_FORMAT.md); label some normal videos or pick a --split with them"
         )
     phase_names = list(episodes[0].labels.phase_names)
     for episode in [*episodes, *classifier_episodes]:
         if list(episode.labels.phase_names) != phase_names:
-            raise ValueError(
+            raise DatasetError(
                 f"{episode.label_path}: phase_names {episode.labels.phase_names} differ from "
                 f"{phase_names}; references must share one phase vocabulary"
             )
@@ -166,8 +168,9 @@ def calibrate_references(
 ) -> dict[str, Any]:
     """Embed held-out normal ``episodes`` and calibrate ``references`` on them (in place)."""
     if not episodes:
-        raise ValueError(
-            "no normal episodes to calibrate on; choose a --calib-split with normal episodes"
+        raise DatasetError(
+            "no normal phase-labelled episodes to calibrate on; choose a --calib-dataset / "
+            "--calib-split with labelled normal episodes"
         )
     embeddings = [embed_video(engine, e.load_frames()) for e in episodes]
     stamps = [np.arange(len(x)) / float(e.labels.fps) for x, e in zip(embeddings, episodes)]
@@ -196,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m tcc_model.reference",
         description="Embed reference demonstrations into a bundle; calibrate anomaly thresholds.",
     )
-    p.add_argument("--bundle", required=True, help="bundle directory (with bundle.yaml)")
+    add_bundle_arg(p)
     p.add_argument("--dataset", required=True, help="dataset name (e.g. sim_pouring) or folder")
     p.add_argument("--split", default="train", help="split holding the demonstrations")
     p.add_argument("--max-videos", type=int, default=20, help="at most this many references")
@@ -215,14 +218,31 @@ def _parser() -> argparse.ArgumentParser:
         help="frames back of the embedding differences the phase classifier sees (none: the "
         "embedding alone)",
     )
+    p.add_argument(
+        "--calib-dataset",
+        default=None,
+        help="dataset of the normal calibration episodes (default: --dataset); the simulator "
+        "renders as many as a false-alarm rate needs",
+    )
     p.add_argument("--calib-split", default="val", help="held-out split for calibration")
-    p.add_argument("--max-calib-videos", type=int, default=None, help="cap on calibration videos")
+    p.add_argument(
+        "--calib-episodes",
+        "--max-calib-videos",
+        dest="calib_episodes",
+        type=int,
+        default=None,
+        help="calibrate on at most this many normal episodes (default: all of the split)",
+    )
     p.add_argument("--false-alarm-rate", type=float, default=0.01, help="per nominal episode")
     p.add_argument("--margin", type=float, default=1.2, help="factor on the max when too few")
     p.add_argument("--backend", default="auto", help="engine backend (auto, onnxruntime, torch…)")
     p.add_argument("--threads", type=int, default=1, help="CPU inference threads")
     p.add_argument(
-        "--rest-phases", nargs="*", default=[], help="phases in which standing still is normal"
+        "--rest-phases",
+        nargs="*",
+        default=[],
+        help="phases in which standing still is normal (stored in the calibration; the monitor "
+        "does not report a stall there)",
     )
     p.add_argument(
         "--no-register",
@@ -233,54 +253,70 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
-    try:
-        if args.max_videos is not None and args.max_videos < 1:
-            raise ValueError(f"--max-videos must be >= 1, got {args.max_videos}")
-        if not 0 < args.false_alarm_rate < 1:
-            raise ValueError(f"--false-alarm-rate must be in (0, 1), got {args.false_alarm_rate}")
-        if any(lag < 1 for lag in args.phase_lags):
-            raise ValueError(f"--phase-lags must be >= 1 frames, got {args.phase_lags}")
-        if args.classifier_videos is not None and args.classifier_videos < 0:
-            raise ValueError(f"--classifier-videos must be >= 0, got {args.classifier_videos}")
-        bundle = Path(args.bundle)
-        if not bundle.is_dir():
-            raise ValueError(f"--bundle {bundle}: not a directory; export a bundle first")
-        from tcc_model.engine import load_bundle
-
-        engine = load_bundle(bundle, backend=args.backend, threads=args.threads)
-        config = MonitorConfig(rest_phases=tuple(args.rest_phases))
-        labelled = normal_episodes(load_episodes(args.dataset, args.split))
-        train, extra = split_references(labelled, args.max_videos, args.classifier_videos)
-        print(
-            f"embedding {len(train)} reference episodes of {args.dataset}/{args.split} "
-            f"(+{len(extra)} more for the phase classifier)"
-        )
-        references = build_references(
-            engine, train, log=print, classifier_episodes=extra, phase_lags=args.phase_lags
-        )
-        calib = normal_episodes(
-            load_episodes(args.dataset, args.calib_split), args.max_calib_videos
-        )
-        print(f"calibrating on {len(calib)} normal episodes of {args.dataset}/{args.calib_split}")
-        cal = calibrate_references(
-            references, engine, calib, args.false_alarm_rate, config, args.margin
-        )
-        cal["rest_phases"] = list(args.rest_phases)
-        npz_path, json_path = references.save(bundle)
-        if args.register:
-            from tcc_model.bundle import register_files
-
-            register_files(bundle, [npz_path.name, json_path.name])
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote {npz_path} and {json_path}: {references.num_references} references, "
-        f"{int(references.lengths.sum())} frames, D={references.dim}, bundle {engine.bundle_id}"
+def _check_args(args: argparse.Namespace) -> None:
+    """Raise ConfigError for values no run could use (before anything is loaded)."""
+    checks = (
+        ("--max-videos", args.max_videos, args.max_videos is not None and args.max_videos < 1),
+        ("--false-alarm-rate", args.false_alarm_rate, not 0 < args.false_alarm_rate < 1),
+        ("--phase-lags", args.phase_lags, any(lag < 1 for lag in args.phase_lags)),
+        (
+            "--classifier-videos",
+            args.classifier_videos,
+            args.classifier_videos is not None and args.classifier_videos < 0,
+        ),
+        (
+            "--calib-episodes",
+            args.calib_episodes,
+            args.calib_episodes is not None and args.calib_episodes < 1,
+        ),
     )
+    ranges = {"--false-alarm-rate": "in (0, 1)", "--phase-lags": ">= 1 frames"}
+    for option, value, failed in checks:
+        if failed:
+            expected = ranges.get(option, ">= 0" if option == "--classifier-videos" else ">= 1")
+            raise ConfigError(f"{option} must be {expected}, got {value}")
+
+
+def _run(argv: Sequence[str] | None = None) -> int:
+    """The command; user errors are raised (see :func:`main`)."""
+    args = _parser().parse_args(argv)
+    _check_args(args)
+    bundle = check_bundle(args.bundle)
+    from tcc_model.engine import load_bundle
+
+    engine = load_bundle(bundle, backend=args.backend, threads=args.threads)
+    config = MonitorConfig(rest_phases=tuple(args.rest_phases))
+    labelled = normal_episodes(load_episodes(args.dataset, args.split))
+    train, extra = split_references(labelled, args.max_videos, args.classifier_videos)
+    print(
+        f"embedding {len(train)} reference episodes of {args.dataset}/{args.split} "
+        f"(+{len(extra)} more for the phase classifier)"
+    )
+    references = build_references(
+        engine, train, log=print, classifier_episodes=extra, phase_lags=args.phase_lags
+    )
+    calib_dataset = args.calib_dataset or args.dataset
+    calib = normal_episodes(load_episodes(calib_dataset, args.calib_split), args.calib_episodes)
+    print(f"calibrating on {len(calib)} normal episodes of {calib_dataset}/{args.calib_split}")
+    cal = calibrate_references(
+        references, engine, calib, args.false_alarm_rate, config, args.margin
+    )
+    npz_path, json_path = references.save(bundle)
+    if args.register:
+        from tcc_model.bundle import register_files
+
+        register_files(bundle, [npz_path.name, json_path.name])
+    print(
+        f"{references.num_references} references, {int(references.lengths.sum())} frames, "
+        f"D={references.dim}, bundle {engine.bundle_id}"
+    )
+    _print_calibration(cal)
+    print_written({"references": npz_path, "metadata": json_path})
+    return 0
+
+
+def _print_calibration(cal: dict[str, Any]) -> None:
+    """The calibration summary lines."""
     print(
         f"calibration ({cal['method']}, {cal['num_episodes']} episodes / {cal['num_frames']} "
         f"frames, false-alarm rate {cal['false_alarm_rate']} per episode): temperature "
@@ -304,8 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if not math.isfinite(cal["distance_threshold"]):
         print("warning: distance threshold is not finite; off_trajectory is disabled")
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 with one ``error:`` line on bad input)."""
+    return run_main(_run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point(_run)

@@ -101,6 +101,7 @@ def test_cli_builds_calibrated_references_from_normal_episodes(dataset, tmp_path
     monkeypatch.setattr(tcc_model.engine, "load_bundle", lambda *a, **k: ContextEngine())
     bundle = tmp_path / "bundle"
     bundle.mkdir()
+    (bundle / "bundle.yaml").write_text("stand-in\n")
     argv = ["--bundle", str(bundle), "--dataset", str(dataset), "--no-register"]
     assert reference.main(argv + ["--false-alarm-rate", "0.05"]) == 0
 
@@ -133,10 +134,45 @@ def test_cli_errors_are_one_line_with_nonzero_exit(dataset, tmp_path, capsys):
     status = reference.main(["--bundle", str(tmp_path / "missing"), "--dataset", str(dataset)])
     err = capsys.readouterr().err.strip()
     assert status == 2 and err.startswith("error:") and "\n" not in err and "--bundle" in err
+    status = reference.main(["--bundle", str(tmp_path), "--dataset", str(dataset)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "has no bundle.yaml" in err
+
+
+def test_cli_on_unlabelled_videos_says_the_monitor_needs_phase_labels(tmp_path, capsys):
+    root = tmp_path / "data"
+    frames = colour_episode(20, seed=3)
+    labels = EpisodeLabels(video="", fps=10.0, num_frames=20)  # no phase labels
+    write_episode(root / "train", "plain", frames, labels, video_format="png")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "bundle.yaml").write_text("stand-in\n")
+    import tcc_model.engine
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tcc_model.engine, "load_bundle", lambda *a, **k: ContextEngine())
+        status = reference.main(["--bundle", str(bundle), "--dataset", str(root)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "phase labels" in err and "--max-videos" not in err
+
+
+def test_rest_phases_reach_the_monitor_through_the_calibration(dataset, tmp_path, monkeypatch):
+    import tcc_model.engine
+    from tcc_model.stream import monitor_config
+
+    monkeypatch.setattr(tcc_model.engine, "load_bundle", lambda *a, **k: ContextEngine())
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "bundle.yaml").write_text("stand-in\n")
+    argv = ["--bundle", str(bundle), "--dataset", str(dataset), "--no-register"]
+    assert reference.main(argv + ["--rest-phases", "pour"]) == 0
+    refs = ReferenceSet.load(bundle)
+    assert monitor_config(bundle).rest_phases == ("pour",)
+    assert ProgressMonitor(refs).config.rest_phases == ("pour",)
 
 
 def test_no_normal_episodes_is_an_error():
-    with pytest.raises(ValueError, match="no normal"):
+    with pytest.raises(ValueError, match="no normal phase-labelled"):
         reference.build_references(ContextEngine(), [])
 
 
@@ -156,6 +192,7 @@ def test_cli_fits_the_phase_classifier_on_more_videos_than_it_keeps(
     monkeypatch.setattr(tcc_model.engine, "load_bundle", lambda *a, **k: ContextEngine())
     bundle = tmp_path / "bundle"
     bundle.mkdir()
+    (bundle / "bundle.yaml").write_text("stand-in\n")
     argv = ["--bundle", str(bundle), "--dataset", str(dataset), "--no-register"]
     assert reference.main(argv + ["--max-videos", "1"]) == 0
     out = capsys.readouterr().out

@@ -17,9 +17,9 @@ from tcc_model.stream import (
     FrameFeatureCache,
     MonitorConfig,
     NearestNeighborMonitor,
+    PhaseTracker,
     ProgressMonitor,
     ReferenceSet,
-    _PhaseTracker,
     calibrate,
     choose_phase_source,
     conformal_upper,
@@ -186,7 +186,7 @@ def test_phase_jump_flags_phase_skipped(path, calibrated):
 
 
 def test_skip_evidence_is_one_minus_the_peak_of_the_jumped_phase():
-    tracker = _PhaseTracker(num_phases=4, margin=0.1)
+    tracker = PhaseTracker(num_phases=4, margin=0.1)
     assert tracker.update(np.array([0.9, 0.1, 0.0, 0.0]))[0] == 0
     assert tracker.update(np.array([0.6, 0.3, 0.1, 0.0]))[0] == 0  # phase 1 peaks at 0.3
     phase, _, jumped, evidence = tracker.update(np.array([0.1, 0.2, 0.7, 0.0]))

@@ -1,0 +1,119 @@
+"""Streaming monitor: live progress, phase, alignment and anomalies from one frame at a time.
+
+The core the robot runs (no ROS): every camera frame is encoded once, its causal context comes
+from :class:`FrameFeatureCache`, and the embedding is aligned online to stored reference
+trajectories (:class:`ReferenceSet`, saved in the bundle as ``references.npz`` +
+``references.json``).
+
+Alignment (:class:`ProgressMonitor`) is an HMM forward filter over reference frames, one per
+reference, vectorised over references:
+
+* states = reference frames; a left-to-right transition kernel (stay / advance / short skips,
+  small backward steps);
+* emission ``exp(-d^2 / (2 tau^2))`` from the squared embedding distance, ``tau`` calibrated on
+  nominal data;
+* the posterior lives in a band of ``window`` frames re-centred on its mode every frame, so the
+  cost per frame is ``O(R * window * D)``, independent of the reference length;
+* references are mixed by their (exponentially forgotten) evidence.
+
+Progress is the posterior mean of the reference progress (ground truth piecewise linear between key
+events), its uncertainty the posterior std. The phase is the argmax, with hysteresis, of the
+references' linear phase classifier applied to the frame's embedding and its differences to a few
+earlier frames (:func:`lagged_features`; fitted on labelled normal videos by
+:func:`fit_phase_classifier`) or of the posterior mass per phase: the classifier when
+:func:`calibrate` measured it clearly more accurate on the calibration episodes. Anomalies:
+``off_trajectory`` (distance to the aligned band above a conformal threshold for m of the last n
+frames), ``stalled`` (no progress for longer than any nominal run stalled, outside rest phases),
+``backwards`` (progress fell back from its peak by more than any nominal run did),
+``phase_skipped`` (the committed phase jumped over a phase whose posterior probability stayed low:
+the evidence is one minus that phase's peak probability since the last phase change, thresholded
+like the other statistics).
+
+Modules: :mod:`~tcc_model.stream.references` (reference I/O), :mod:`~tcc_model.stream.phase`
+(phase classifier and tracker), :mod:`~tcc_model.stream.features` (feature cache),
+:mod:`~tcc_model.stream.config` (settings and results; :func:`monitor_config` is the one source
+of settings), :mod:`~tcc_model.stream.detectors` (anomaly rules), :mod:`~tcc_model.stream.monitor`
+(shared frame path), :mod:`~tcc_model.stream.hmm` and :mod:`~tcc_model.stream.nearest` (the two
+monitors), :mod:`~tcc_model.stream.calibration`.
+"""
+
+from tcc_model.stream.calibration import (
+    DEFAULT_TEMPERATURE_FACTOR,
+    PHASE_ERROR_WEIGHT,
+    TEMPERATURE_FACTORS,
+    calibrate,
+    conformal_upper,
+)
+from tcc_model.stream.config import (
+    ANOMALY_KINDS,
+    ANOMALY_SCORE_THRESHOLD,
+    CALIBRATED_SETTINGS,
+    CALIBRATED_THRESHOLDS,
+    EmbeddingEngine,
+    FrameResult,
+    MonitorConfig,
+    Thresholds,
+    config_with,
+    monitor_config,
+)
+from tcc_model.stream.detectors import AnomalyTracker
+from tcc_model.stream.features import FrameFeatureCache
+from tcc_model.stream.hmm import ProgressMonitor
+from tcc_model.stream.monitor import MonitorBase, default_temperature
+from tcc_model.stream.nearest import NearestNeighborMonitor
+from tcc_model.stream.phase import (
+    DEFAULT_PHASE_LAGS,
+    DEFAULT_PHASE_REGULARIZATION,
+    PHASE_SOURCES,
+    PhaseTracker,
+    choose_phase_source,
+    fit_phase_classifier,
+    lagged_features,
+    phase_probabilities,
+)
+from tcc_model.stream.references import (
+    REFERENCES_FORMAT_VERSION,
+    REFERENCES_JSON,
+    REFERENCES_NPZ,
+    ReferenceSet,
+    check_bundle_id,
+    reference_metadata,
+)
+
+__all__ = [
+    "ANOMALY_KINDS",
+    "ANOMALY_SCORE_THRESHOLD",
+    "CALIBRATED_SETTINGS",
+    "CALIBRATED_THRESHOLDS",
+    "DEFAULT_PHASE_LAGS",
+    "DEFAULT_PHASE_REGULARIZATION",
+    "DEFAULT_TEMPERATURE_FACTOR",
+    "PHASE_ERROR_WEIGHT",
+    "PHASE_SOURCES",
+    "REFERENCES_FORMAT_VERSION",
+    "REFERENCES_JSON",
+    "REFERENCES_NPZ",
+    "TEMPERATURE_FACTORS",
+    "AnomalyTracker",
+    "EmbeddingEngine",
+    "FrameFeatureCache",
+    "FrameResult",
+    "MonitorBase",
+    "MonitorConfig",
+    "NearestNeighborMonitor",
+    "PhaseTracker",
+    "ProgressMonitor",
+    "ReferenceSet",
+    "Thresholds",
+    "calibrate",
+    "check_bundle_id",
+    "choose_phase_source",
+    "conformal_upper",
+    "config_with",
+    "default_temperature",
+    "fit_phase_classifier",
+    "lagged_features",
+    "monitor_config",
+    "phase_probabilities",
+    "reference_metadata",
+]
