@@ -18,8 +18,9 @@ import argparse
 import csv
 import io
 import json
-import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -143,11 +144,22 @@ def write_mapping(out_dir: Path, records: list[dict], meta: dict) -> tuple[Path,
     return json_path, csv_path
 
 
-def side_by_side(frames_a: np.ndarray, frames_b: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+def side_by_side(
+    frames_a: np.ndarray,
+    frames_b: np.ndarray,
+    mapping: np.ndarray,
+    names: tuple[str, str] | None = None,
+    phases: tuple[np.ndarray | None, np.ndarray | None] | None = None,
+    phase_names: Sequence[str] | None = None,
+) -> np.ndarray:
     """``[T_a, H, W_a + W_b, 3]``: frame ``t`` of A next to frame ``mapping[t]`` of B.
 
-    B is resized to A's height (widths are kept even for H.264).
+    B is resized to A's height (widths are kept even for H.264). Each half is captioned with
+    its video's name (``names``) and frame index, and, with ``phases`` (per-frame phase ids of
+    A and B), its phase at the bottom.
     """
+    from tcc_model.visualize.videos import annotate_frames, phase_text
+
     h = frames_a.shape[1]
     b = frames_b
     if b.shape[1] != h:
@@ -155,8 +167,17 @@ def side_by_side(frames_a: np.ndarray, frames_b: np.ndarray, mapping: np.ndarray
 
         w = max(2, int(round(b.shape[2] * h / b.shape[1])) // 2 * 2)
         b = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in b])
-    out = np.concatenate([frames_a, b[mapping]], axis=2)
-    return _even(out)
+    titles = names or ("A", "B")
+    ids = phases or (None, None)
+    halves = []
+    for title, frames, index, phase_ids in (
+        (titles[0], frames_a, np.arange(len(frames_a)), ids[0]),
+        (titles[1], b[mapping], np.asarray(mapping), ids[1]),
+    ):
+        captions = [f"{title}\nframe {int(t)}" for t in index]
+        footers = [phase_text(phase_ids, phase_names, int(t)) for t in index]
+        halves.append(annotate_frames(frames, captions, footers))
+    return _even(np.concatenate(halves, axis=2))
 
 
 def _even(frames: np.ndarray) -> np.ndarray:
@@ -168,19 +189,22 @@ def _even(frames: np.ndarray) -> np.ndarray:
 # CLI
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from tcc_model.cli import add_checkpoint_arg, add_device_arg
+
     p = argparse.ArgumentParser(
         prog="python -m tcc_model.align",
         description="Align video A to video B with a trained embedder; write a side-by-side "
-        "synchronized video and the frame mapping (JSON and CSV).",
+        "synchronized video (captioned with frame and, when a label file sits next to a video, "
+        "phase) and the frame mapping (JSON and CSV).",
     )
     p.add_argument("video_a", help="query video (file or frame folder); drives the timeline")
     p.add_argument("video_b", help="reference video aligned to A")
-    p.add_argument("--checkpoint", required=True, help="trained checkpoint (.pt)")
+    add_checkpoint_arg(p)
     p.add_argument("--method", choices=ALIGN_METHODS, default="dtw", help="default: dtw")
     p.add_argument("--out", default="align_out", help="output folder (default: align_out)")
     p.add_argument("--fps", type=float, default=None, help="fps of both videos (default: probed)")
-    p.add_argument("--device", default=None, help="torch device (default: CUDA if available)")
+    add_device_arg(p)
     return p.parse_args(argv)
 
 
@@ -195,7 +219,22 @@ def _probe_fps(path: Path, default: float = 30.0) -> float:
         return float(rate) if rate else default
 
 
-def embed_video(model, frames: np.ndarray) -> np.ndarray:
+def _labels_next_to(video: Path, num_frames: int) -> tuple[np.ndarray | None, list[str]]:
+    """Phase ids and names from ``<video stem>.json`` beside the video, when it matches."""
+    from tcc_model.data.format import EpisodeLabels
+
+    label_path = (
+        video.with_suffix(".json") if video.is_file() else video.parent / f"{video.name}.json"
+    )
+    if not label_path.is_file():
+        return None, []
+    labels = EpisodeLabels.load(label_path)
+    if labels.phase_ids is None or len(labels.phase_ids) != num_frames:
+        return None, []
+    return np.asarray(labels.phase_ids), list(labels.phase_names)
+
+
+def embed_video(model: Any, frames: np.ndarray) -> np.ndarray:
     """Embeddings ``[N, D]`` of RGB frames, resized to the model's input size."""
     from tcc_model.embed import embed_frames
     from tcc_model.preprocess import resize_frames
@@ -203,44 +242,60 @@ def embed_video(model, frames: np.ndarray) -> np.ndarray:
     return np.asarray(embed_frames(model, resize_frames(frames, model.cfg.image_size)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    try:
-        from tcc_model.checkpoint import load_model
-        from tcc_model.data.format import read_video, write_video
-        from tcc_model.utils import pick_device
+def main(argv: Sequence[str] | None = None) -> int:
+    """Align two videos and write the side-by-side video and the mapping files."""
+    from tcc_model.checkpoint import load_model
+    from tcc_model.cli import check_checkpoint, check_device, print_written, stage
+    from tcc_model.data.format import read_video, write_video
+    from tcc_model.errors import DatasetError
+    from tcc_model.utils import pick_device
 
-        paths = [Path(args.video_a), Path(args.video_b)]
-        for path in paths:
-            if not path.exists():
-                raise ValueError(f"{path}: video not found")
-        if not Path(args.checkpoint).is_file():
-            raise ValueError(f"--checkpoint {args.checkpoint}: file not found")
-        model, _ = load_model(args.checkpoint, device=pick_device(args.device))
+    args = _parse_args(argv)
+    paths = [Path(args.video_a), Path(args.video_b)]
+    for path in paths:
+        if not path.exists():
+            raise DatasetError(f"{path}: video not found; pass a video file or a frame folder")
+    check_checkpoint(args.checkpoint)
+    device = pick_device(check_device(args.device))
+    with stage("loading the model and decoding the videos"):
+        model, _ = load_model(args.checkpoint, device=device)
         frames_a, frames_b = read_video(paths[0]), read_video(paths[1])
+    with stage(f"embedding {len(frames_a)} + {len(frames_b)} frames"):
         embs_a, embs_b = embed_video(model, frames_a), embed_video(model, frames_b)
-        mapping = align_embeddings(embs_a, embs_b, args.method)
-        fps_a = args.fps or _probe_fps(paths[0])
-        fps_b = args.fps or _probe_fps(paths[1])
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "video_a": str(paths[0]),
-            "video_b": str(paths[1]),
-            "checkpoint": str(args.checkpoint),
-            "method": args.method,
-            "num_frames_a": len(frames_a),
-            "num_frames_b": len(frames_b),
-        }
-        json_path, csv_path = write_mapping(out, mapping_records(mapping, fps_a, fps_b), meta)
-        video_path = out / "side_by_side.mp4"
-        write_video(video_path, side_by_side(frames_a, frames_b, mapping), fps_a)
-    except ValueError as exc:  # includes DatasetError / CheckpointError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {video_path}, {json_path}, {csv_path}")
+    mapping = align_embeddings(embs_a, embs_b, args.method)
+    fps_a = args.fps or _probe_fps(paths[0])
+    fps_b = args.fps or _probe_fps(paths[1])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "video_a": str(paths[0]),
+        "video_b": str(paths[1]),
+        "checkpoint": str(args.checkpoint),
+        "method": args.method,
+        "num_frames_a": len(frames_a),
+        "num_frames_b": len(frames_b),
+    }
+    json_path, csv_path = write_mapping(out, mapping_records(mapping, fps_a, fps_b), meta)
+    (phases_a, names_a), (phases_b, names_b) = (
+        _labels_next_to(paths[0], len(frames_a)),
+        _labels_next_to(paths[1], len(frames_b)),
+    )
+    video_path = out / "side_by_side.mp4"
+    with stage("writing the side-by-side video"):
+        frames = side_by_side(
+            frames_a,
+            frames_b,
+            mapping,
+            names=(paths[0].stem, paths[1].stem),
+            phases=(phases_a, phases_b),
+            phase_names=names_a or names_b,
+        )
+        write_video(video_path, frames, fps_a)
+    print_written({"video": video_path, "mapping": json_path, "csv": csv_path})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tcc_model.cli import entry_point
+
+    entry_point(main)

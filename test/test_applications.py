@@ -211,5 +211,14 @@ def test_align_cli_writes_video_and_mapping(tmp_path, capsys):
     assert np.all(np.diff(frames_b) >= 0)  # DTW is monotone
     assert len((out / "mapping.csv").read_text().splitlines()) == 19
     assert fmt.read_video(out / "side_by_side.mp4").shape == (18, 32, 64, 3)
-    assert align.main([str(tmp_path / "nope.mp4"), *args[1:]]) == 2
-    assert "error: " in capsys.readouterr().err
+    from tcc_model.cli import run_main
+
+    capsys.readouterr()
+    assert run_main(align.main, [str(tmp_path / "nope.mp4"), *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope.mp4: video not found" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "bundle.yaml").write_text("{}")
+    assert run_main(align.main, [*args[:3], str(tmp_path / "bundle")]) == 2
+    assert "is a bundle folder, not a training checkpoint" in capsys.readouterr().err

@@ -1,0 +1,131 @@
+"""Plots of scores: the phase confusion matrix and the training loss curve."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tcc_model.reporting import pyplot, save_figure
+
+#: Column of frames the monitor gave no phase for (predicted id < 0).
+NO_PHASE = "none"
+
+Curve = tuple[Sequence[float], Sequence[float]]
+
+
+def phase_confusion(true_phase: np.ndarray, pred_phase: np.ndarray, num_phases: int) -> np.ndarray:
+    """Frame counts ``[K, K + 1]``: row = true phase, column = predicted phase, last = no phase.
+
+    Frames without a true phase (id < 0) are left out; predicted ids outside ``0..K-1`` count as
+    "no phase".
+    """
+    true = np.asarray(true_phase, dtype=np.int64).ravel()
+    pred = np.asarray(pred_phase, dtype=np.int64).ravel()
+    if true.shape != pred.shape:
+        raise ValueError(f"true_phase has {true.size} frames, pred_phase {pred.size}")
+    keep = (true >= 0) & (true < num_phases)
+    pred = np.where((pred >= 0) & (pred < num_phases), pred, num_phases)[keep]
+    flat = true[keep] * (num_phases + 1) + pred
+    counts = np.bincount(flat, minlength=num_phases * (num_phases + 1))
+    return counts.reshape(num_phases, num_phases + 1)
+
+
+def plot_phase_confusion(
+    true_phase: np.ndarray,
+    pred_phase: np.ndarray,
+    phase_names: Sequence[str],
+    path: str | Path,
+    title: str = "phase confusion",
+) -> Path:
+    """Row-normalised confusion matrix (share of each true phase's frames) with frame counts.
+
+    The "none" column appears only when some frame got no phase.
+    """
+    k = len(phase_names)
+    if k == 0:
+        raise ValueError("phase_names is empty; the confusion matrix needs the phase names")
+    counts = phase_confusion(true_phase, pred_phase, k)
+    if not counts[:, k].any():
+        counts = counts[:, :k]
+    rows = counts.sum(axis=1, keepdims=True)
+    share = counts / np.maximum(rows, 1)
+    plt = pyplot()
+    size = 1.0 + 0.9 * counts.shape[1]
+    fig, ax = plt.subplots(figsize=(size + 1.5, 0.9 * k + 1.6), layout="constrained")
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(counts.shape[1]):
+            colour = "white" if share[i, j] > 0.55 else "black"
+            text = f"{100 * share[i, j]:.0f}%\n{counts[i, j]}"
+            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
+    columns = list(phase_names) + ([NO_PHASE] if counts.shape[1] > k else [])
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(columns, rotation=30, ha="right")
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(phase_names)
+    ax.set_xlabel("predicted phase")
+    ax.set_ylabel("true phase")
+    ax.grid(False)
+    accuracy = np.trace(counts[:, :k]) / max(int(counts.sum()), 1)
+    ax.set_title(f"{title}: {100 * accuracy:.1f}% of {int(counts.sum())} frames")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true phase's frames")
+    return save_figure(fig, path)
+
+
+def _smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """Exponential moving average (bias-corrected, as TensorBoard's smoothing)."""
+    out = np.empty_like(values)
+    acc, norm = 0.0, 0.0
+    for i, v in enumerate(values):
+        acc = weight * acc + (1 - weight) * v
+        norm = weight * norm + (1 - weight)
+        out[i] = acc / norm
+    return out
+
+
+def plot_loss_curve(
+    train: Mapping[str, Curve],
+    path: str | Path,
+    val: Mapping[str, Curve] | None = None,
+    title: str = "training",
+    smoothing: float = 0.8,
+) -> Path:
+    """Training losses over steps (raw faint, smoothed solid) and validation metrics beside them.
+
+    ``train`` and ``val`` map a name (``"loss"``, ``"tau"``, ...) to ``(steps, values)``. The loss
+    axis is logarithmic when every value is positive and they span more than a factor of 20.
+    """
+    if not train:
+        raise ValueError("train is empty; pass at least one (steps, values) curve")
+    plt = pyplot()
+    panels = 2 if val else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4), squeeze=False)
+    ax = axes[0, 0]
+    cmap = plt.get_cmap("tab10")
+    everything = []
+    for n, (name, (steps, values)) in enumerate(train.items()):
+        v = np.asarray(values, dtype=np.float64)
+        s = np.asarray(steps, dtype=np.float64)
+        ok = np.isfinite(v)
+        ax.plot(s[ok], v[ok], color=cmap(n % 10), lw=0.7, alpha=0.3)
+        ax.plot(s[ok], _smooth(v[ok], smoothing), color=cmap(n % 10), lw=1.6, label=name)
+        everything.append(v[ok])
+    flat = np.concatenate(everything) if everything else np.zeros(0)
+    if flat.size and flat.min() > 0 and flat.max() / flat.min() > 20:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{title}: loss (faint: per step, solid: smoothed)")
+    ax.legend(loc="upper right")
+    if val:
+        ax = axes[0, 1]
+        for n, (name, (steps, values)) in enumerate(val.items()):
+            ax.plot(steps, values, "o-", color=cmap(n % 10), ms=3, lw=1.3, label=name)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation metric")
+        ax.set_title(f"{title}: validation")
+        ax.legend(loc="best")
+    fig.tight_layout()
+    return save_figure(fig, path)
