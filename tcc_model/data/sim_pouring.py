@@ -4,6 +4,8 @@ CLI::
 
     python -m tcc_model.data.sim_pouring --out DIR --episodes N [--size 112] [--anomaly-rate R]
         [--seed S] [--workers W] [--fps 12] [--split-fractions 0.7,0.15,0.15]
+        [--variation full|station] [--station SEED] [--ranges FILE] [--widen SIZE]
+        [--shift FACTOR[,FACTOR...]|all] [--shift-size 1.0] [--min-frames N] [--max-frames N]
 
 writes the dataset format of ``docs/ARCHITECTURE.md``: ``train/ val/ test/`` with one mp4 and one
 label JSON per episode, and ``manifest.json``.
@@ -20,6 +22,18 @@ Training code keeps the normal ones (``labels.anomaly is None``). Every normal e
 key event in order, with no spilled liquid. Every anomalous episode has a non-empty
 ``anomaly_mask``. An episode that fails these checks is simulated again from a derived seed
 (``metadata.attempt``).
+
+Sampling ranges (:mod:`tcc_model.sim.ranges`): ``--ranges FILE`` (JSON or YAML, a partial
+nested mapping factor -> range -> value) replaces defaults, ``--widen S`` extends every range
+(domain randomisation), ``--shift F --shift-size S`` moves factor ``F`` outside its range. The
+ranges used, the station and the shift are recorded in the manifest. A shifted dataset with the
+same ``--seed`` and ``--episodes`` is *paired* with the unshifted one: episode ``i`` is the same
+scene and motion with only the shifted factor changed (unless one of them needed a re-simulation,
+``metadata.attempt``).
+
+Episode length: ``round(duration x fps)`` frames, so the video shows the simulated speed.
+``--min-frames`` / ``--max-frames`` clamp it by stretching or compressing time instead; every
+episode records ``metadata.motion.time_scale`` and the manifest counts the clamped ones.
 
 Atomicity: everything is written to ``DIR.tmp-XXXX`` next to ``DIR``, and that folder is renamed to
 ``DIR`` only once the manifest is written. A failed or interrupted run removes it.
@@ -59,6 +73,7 @@ DATASET_NAME = "sim_pouring"
 DEFAULT_SPLIT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 #: simulation attempts per episode before giving up (a failed check re-simulates)
 MAX_ATTEMPTS = 10
+STATION_SEED = 20_190_415  # = tcc_model.sim.scene.STATION_SEED (not imported: MuJoCo)
 _PLAN_STREAM = 0x5EED  # keeps the split/anomaly plan's random stream apart from episode seeds
 _WORKER_ENV = {"LP_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -76,13 +91,20 @@ class EpisodePlan:
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """Per-episode rendering knobs shared by every episode of a dataset."""
+    """Per-episode rendering and sampling settings shared by every episode of a dataset.
+
+    ``ranges`` is a :class:`tcc_model.sim.ranges.SamplingRanges` (None: the defaults); the
+    settings travel with every job to the rendering processes.
+    """
 
     size: int = 112
     fps: float = 12.0
-    min_frames: int = 60
-    max_frames: int = 120
+    min_frames: int | None = None  # None: no clamp (the video shows the simulated speed)
+    max_frames: int | None = None
     variation: str = "full"  # "full" domain randomisation or one fixed "station" camera/room
+    station: int = STATION_SEED  # seed of the station's fixed room, robot and camera
+    ranges: Any = None
+    shift: dict[str, Any] | None = None  # {"factors": [...], "size": s}, recorded only
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -154,7 +176,8 @@ def _check_render_settings(settings: RenderSettings) -> None:
         raise ValueError(f"size must be an even number >= 16 (H.264), got {settings.size}")
     if not settings.fps > 0:
         raise ValueError(f"fps must be positive, got {settings.fps}")
-    if not 1 <= settings.min_frames <= settings.max_frames:
+    low, high = settings.min_frames or 1, settings.max_frames or 1_000_000
+    if not 1 <= low <= high:
         raise ValueError(
             f"need 1 <= min_frames <= max_frames, got {settings.min_frames}, {settings.max_frames}"
         )
@@ -202,7 +225,11 @@ def simulate_episode(
     for attempt in range(MAX_ATTEMPTS):
         rng_seed = seed if attempt == 0 else [seed, attempt]
         args = (anomaly, settings.size, settings.fps, settings.min_frames, settings.max_frames)
-        kwargs = {"variation": settings.variation}
+        kwargs = {
+            "variation": settings.variation,
+            "ranges": settings.ranges,
+            "station": settings.station,
+        }
         # check the labels on a simulation without rendering, then render the accepted attempt
         problem = _episode_problem(
             PouringEpisode(np.random.default_rng(rng_seed), *args, **kwargs).run(render=False)
@@ -253,39 +280,38 @@ def render_episode(
     size: int = 112,
     *,
     fps: float = 12.0,
-    min_frames: int = 60,
-    max_frames: int = 120,
+    min_frames: int | None = None,
+    max_frames: int | None = None,
     variation: str = "full",
+    settings: RenderSettings | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Render one episode: RGB uint8 frames ``[N, size, size, 3]`` and its label dict.
 
     ``anomaly`` is ``None`` or one of ``drop``, ``miss``, ``stall``, ``reversed``. The label dict
     has the ``EpisodeLabels`` JSON shape with an empty ``video``. ``min_frames``/``max_frames``
-    clamp the episode length (simulated time is stretched or compressed to fit). ``variation``
-    is ``"full"`` (everything randomised) or ``"station"`` (one fixed camera and room).
+    clamp the episode length (simulated time is stretched or compressed to fit; recorded in
+    ``metadata.motion.time_scale``). ``variation`` is ``"full"`` (everything randomised) or
+    ``"station"`` (one fixed camera and room). ``settings``, when given, replaces all of these
+    but ``anomaly`` and ``seed`` (and adds the sampling ranges and the station).
     """
-    settings = RenderSettings(int(size), float(fps), int(min_frames), int(max_frames), variation)
+    if settings is None:
+        settings = RenderSettings(int(size), float(fps), min_frames, max_frames, variation)
     result, attempt = simulate_episode(int(seed), anomaly, settings)
     return result.frames, episode_labels(result, int(seed), attempt, settings.fps)
 
 
 def _init_worker() -> None:
-    """Worker process setup: one llvmpipe/BLAS thread each, headless EGL rendering."""
+    """Worker process setup: one llvmpipe/BLAS thread each, headless EGL rendering.
+
+    The sampling settings are not fixed here: every job carries its :class:`RenderSettings`.
+    """
     os.environ.update(_WORKER_ENV)
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def _generate_one(plan: EpisodePlan, root: Path, settings: RenderSettings) -> dict[str, Any]:
     """Render, encode and write one planned episode; returns its summary for the manifest."""
-    frames, labels = render_episode(
-        plan.seed,
-        plan.anomaly,
-        settings.size,
-        fps=settings.fps,
-        min_frames=settings.min_frames,
-        max_frames=settings.max_frames,
-        variation=settings.variation,
-    )
+    frames, labels = render_episode(plan.seed, plan.anomaly, settings=settings)
     names = {f.name for f in fields(EpisodeLabels)}
     write_episode(
         root / plan.split, plan.name, frames, EpisodeLabels(**{k: labels[k] for k in names})
@@ -295,6 +321,8 @@ def _generate_one(plan: EpisodePlan, root: Path, settings: RenderSettings) -> di
         "split": plan.split,
         "num_frames": len(frames),
         "anomaly": plan.anomaly,
+        "clamped": bool(labels["metadata"]["motion"]["clamped"]),
+        "attempt": int(labels["metadata"]["attempt"]),
     }
 
 
@@ -361,13 +389,24 @@ def _manifest(
             "fps": settings.fps,
             "min_frames": settings.min_frames,
             "max_frames": settings.max_frames,
+            "time_scaled_episodes": int(sum(s["clamped"] for s in summaries)),
+            "resimulated_episodes": int(sum(s["attempt"] > 0 for s in summaries)),
             "variation": settings.variation,
+            "station": settings.station if settings.variation == "station" else None,
+            "ranges": _ranges(settings).to_dict(),
+            "shift": settings.shift,
             "anomaly_rate": float(anomaly_rate),
             "split_fractions": [float(f) for f in split_fractions],
             "mujoco": mujoco_version,
             "render": {"shadow_size": quality.shadow_size, "msaa_samples": quality.msaa_samples},
         },
     }
+
+
+def _ranges(settings: RenderSettings) -> Any:
+    from tcc_model.sim.ranges import SamplingRanges
+
+    return settings.ranges or SamplingRanges()
 
 
 #: times a crashed pool of rendering processes is restarted before generation gives up
@@ -441,16 +480,23 @@ def generate_dataset(
     progress: bool = True,
     *,
     split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
-    min_frames: int = 60,
-    max_frames: int = 120,
+    min_frames: int | None = None,
+    max_frames: int | None = None,
     variation: str = "full",
+    station: int = STATION_SEED,
+    ranges: Any = None,
+    shift: dict[str, Any] | None = None,
 ) -> Path:
     """Generate ``episodes`` episodes into ``out_dir`` (absent or empty) and return its path.
 
     Rendering runs in ``workers`` spawned processes; output is identical for any ``workers``.
-    Bad arguments, a non-empty or unwritable ``out_dir`` raise ``ValueError``.
+    ``ranges`` (a ``SamplingRanges``) bounds the per-episode draws; ``shift`` only records
+    which shift produced them. Bad arguments, a non-empty or unwritable ``out_dir`` raise
+    ``ValueError``.
     """
-    settings = RenderSettings(int(size), float(fps), int(min_frames), int(max_frames), variation)
+    settings = RenderSettings(
+        int(size), float(fps), min_frames, max_frames, variation, int(station), ranges, shift
+    )
     _check_render_settings(settings)
     if int(workers) != workers or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -509,8 +555,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SPLIT_FRACTIONS,
         help="train,val,test fractions (default 0.7,0.15,0.15)",
     )
-    parser.add_argument("--min-frames", type=int, default=60, help="shortest episode (frames)")
-    parser.add_argument("--max-frames", type=int, default=120, help="longest episode (frames)")
+    parser.add_argument(
+        "--min-frames",
+        type=int,
+        default=None,
+        help="clamp shorter episodes to N frames by slowing time (default: no clamp; recorded "
+        "per episode as metadata.motion.time_scale)",
+    )
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        help="clamp longer episodes to N frames by speeding time up (default: no clamp)",
+    )
     parser.add_argument(
         "--variation",
         choices=["full", "station"],
@@ -518,14 +575,77 @@ def build_parser() -> argparse.ArgumentParser:
         help="full: randomise camera, room and robot per episode; station: one fixed camera "
         "and room (a robot cell), objects, layout and lighting still vary",
     )
+    parser.add_argument(
+        "--station",
+        type=int,
+        default=STATION_SEED,
+        help=f"seed of the station's room, robot and camera (--variation station; default "
+        f"{STATION_SEED})",
+    )
+    parser.add_argument(
+        "--ranges",
+        type=Path,
+        default=None,
+        help="JSON/YAML file of sampling ranges replacing the defaults (see tcc_model.sim.ranges)",
+    )
+    parser.add_argument(
+        "--widen",
+        type=float,
+        default=0.0,
+        help="extend every sampling range by SIZE x its width / 2 on both sides (0: off)",
+    )
+    parser.add_argument(
+        "--shift",
+        default=None,
+        help="move these factors' ranges outside the defaults: comma-separated of "
+        "objects, lighting, motion, distractors, liquid, camera, or all",
+    )
+    parser.add_argument(
+        "--shift-size", type=float, default=1.0, help="how far --shift moves (1: about one width)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
+
+
+def sampling_ranges(
+    ranges_file: Path | None = None,
+    widen: float = 0.0,
+    shift: str | None = None,
+    shift_size: float = 1.0,
+) -> tuple[Any, dict[str, Any] | None]:
+    """The ``SamplingRanges`` of the CLI options and the shift record for the manifest."""
+    from tcc_model.errors import ConfigError, wrap_errors
+    from tcc_model.sim.ranges import SHIFT_FACTORS, SamplingRanges, shifted, widened
+
+    ranges = SamplingRanges()
+    if ranges_file is not None:
+        import yaml
+
+        with wrap_errors(ConfigError, ranges_file, "pass a JSON or YAML mapping of ranges"):
+            data = yaml.safe_load(Path(ranges_file).read_text())
+        ranges = SamplingRanges.from_dict(data or {}, source=str(ranges_file))
+    if widen < 0:
+        raise ConfigError(f"--widen must be >= 0, got {widen}")
+    if widen > 0:
+        ranges = widened(widen, ranges)
+    if not shift:
+        return ranges, None
+    factors = [f.strip() for f in shift.split(",") if f.strip()]
+    factors = list(SHIFT_FACTORS) if factors == ["all"] else factors
+    for name in factors:
+        if name not in SHIFT_FACTORS:
+            raise ConfigError(
+                f"--shift {name!r}: unknown factor; expected all or some of "
+                f"{', '.join(SHIFT_FACTORS)}"
+            )
+    return shifted(factors, shift_size, ranges), {"factors": factors, "size": float(shift_size)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2 for bad arguments or an unwritable --out)."""
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
+    ranges, shift = sampling_ranges(args.ranges, args.widen, args.shift, args.shift_size)
     try:
         out = generate_dataset(
             args.out,
@@ -540,6 +660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_frames=args.min_frames,
             max_frames=args.max_frames,
             variation=args.variation,
+            station=args.station,
+            ranges=ranges,
+            shift=shift,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -553,7 +676,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     from tcc_model.data.format import read_manifest
 
-    frames = read_manifest(out)["num_frames"]
+    generator = read_manifest(out)
+    frames = generator["num_frames"]
+    scaled = generator["generator"]["time_scaled_episodes"]
+    if scaled:
+        print(
+            f"note: {scaled} of {args.episodes} episodes were clamped to "
+            f"--min-frames/--max-frames: their video speed differs from the simulated speed "
+            "(metadata.motion.time_scale)",
+            file=sys.stderr,
+        )
     print(
         f"wrote {args.episodes} episodes ({frames} frames) to {out} in {seconds:.1f} s "
         f"({frames / seconds:.1f} frames/s)"
@@ -562,4 +694,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tcc_model.cli import entry_point
+
+    entry_point(main)

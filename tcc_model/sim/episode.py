@@ -14,10 +14,12 @@ import mujoco
 import numpy as np
 
 from tcc_model.sim.geometry import matrix_from_quat, quat_from_matrix, quats_z_to, rot_y
+from tcc_model.sim.ranges import SamplingRanges
 from tcc_model.sim.renderer import OffscreenRenderer, shared_renderer
 from tcc_model.sim.scene import (
     LINK_LENGTH,
     SHOULDER_HEIGHT,
+    STATION_SEED,
     STREAM_SEGMENTS,
     RenderQuality,
     SceneParams,
@@ -94,18 +96,23 @@ class PouringEpisode:
         anomaly: str | None = None,
         size: int = 112,
         fps: float = 12.0,
-        min_frames: int = 60,
-        max_frames: int = 120,
+        min_frames: int | None = None,
+        max_frames: int | None = None,
         quality: RenderQuality = RenderQuality(),
         variation: str = "full",
+        ranges: SamplingRanges | None = None,
+        station: int = STATION_SEED,
     ) -> None:
         if size < 16:
             raise ValueError(f"size must be >= 16 pixels, got {size}")
+        ranges = ranges or SamplingRanges()
         self.rng = rng
         self.size = size
         self.quality = quality
-        self.scene = sample_scene(rng, variation)
-        self.script = make_script(self.scene, rng, anomaly, fps, min_frames, max_frames)
+        self.scene = sample_scene(rng, variation, ranges, station)
+        self.script = make_script(
+            self.scene, rng, anomaly, fps, min_frames, max_frames, motion=ranges.motion
+        )
         # camera shake has its own stream: rendering or not leaves the physics unchanged
         self.camera_rng = np.random.default_rng(rng.integers(2**63))
         self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.scene, quality, size))

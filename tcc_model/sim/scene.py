@@ -12,16 +12,14 @@ from typing import Any
 import numpy as np
 
 from tcc_model.sim.geometry import lathe_mesh
-
-#: liquid colours (RGBA): water, orange juice, cola, milk, red wine, green tea
-LIQUID_COLOURS: tuple[tuple[float, float, float, float], ...] = (
-    (0.25, 0.45, 0.85, 0.75),
-    (0.95, 0.55, 0.10, 0.90),
-    (0.35, 0.18, 0.08, 0.95),
-    (0.95, 0.95, 0.92, 0.95),
-    (0.70, 0.10, 0.15, 0.85),
-    (0.55, 0.80, 0.30, 0.80),
+from tcc_model.sim.ranges import (  # LIQUID_COLOURS: re-exported
+    LIQUID_COLOURS,  # noqa: F401
+    DistractorRanges,
+    SamplingRanges,
+    draw,
+    draw_mirrored,
 )
+
 TABLE_TEXTURES: tuple[str, ...] = ("checker", "gradient", "flat", "wood")
 DISTRACTOR_TYPES: tuple[str, ...] = ("box", "sphere", "cylinder", "ellipsoid")
 #: number of capsules drawing the liquid stream
@@ -115,17 +113,21 @@ def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
 
 
 def _sample_distractors(
-    rng: np.random.Generator, bottle_xy: np.ndarray, cup_xy: np.ndarray
+    rng: np.random.Generator, bottle_xy: np.ndarray, cup_xy: np.ndarray, ranges: DistractorRanges
 ) -> list[Distractor]:
-    """0-4 primitives placed away from the bottle, the cup and the strip between them."""
+    """Primitives placed away from the bottle, the cup and the strip between them.
+
+    ``rng`` is the distractors' own stream: their number changes how many draws they take.
+    """
     x_low = min(bottle_xy[0], cup_xy[0]) - 0.1
     x_high = max(bottle_xy[0], cup_xy[0]) + 0.1
+    clearance = ranges.clearance
     distractors = []
-    for _ in range(int(rng.integers(0, 5))):
+    for _ in range(int(rng.integers(ranges.count[0], ranges.count[1] + 1))):
         candidates = np.stack([rng.uniform(-0.5, 0.5, 30), rng.uniform(-0.25, 0.12, 30)], axis=1)
         clear = (
-            (np.linalg.norm(candidates - bottle_xy, axis=1) > 0.12)
-            & (np.linalg.norm(candidates - cup_xy, axis=1) > 0.12)
+            (np.linalg.norm(candidates - bottle_xy, axis=1) > clearance)
+            & (np.linalg.norm(candidates - cup_xy, axis=1) > clearance)
             & ~(
                 (candidates[:, 0] > x_low)
                 & (candidates[:, 0] < x_high)
@@ -139,7 +141,7 @@ def _sample_distractors(
             Distractor(
                 kind=str(rng.choice(DISTRACTOR_TYPES)),
                 xy=[float(v) for v in xy],
-                size=[float(v) for v in rng.uniform(0.015, 0.05, 3)],
+                size=[float(v) for v in rng.uniform(*ranges.size, 3)],
                 rgba=[*_colour(rng), 1.0],
                 yaw=_uniform(rng, 0.0, 180.0),
             )
@@ -151,41 +153,50 @@ VARIATIONS = ("full", "station")
 STATION_SEED = 20_190_415
 
 
-def sample_scene(rng: np.random.Generator, variation: str = "full") -> SceneParams:
+def sample_scene(
+    rng: np.random.Generator,
+    variation: str = "full",
+    ranges: SamplingRanges | None = None,
+    station: int = STATION_SEED,
+) -> SceneParams:
     """Draw the randomised scene of one episode: shapes, materials, layout, lights and camera.
 
     ``variation="full"`` randomises everything per episode (domain randomisation).
     ``"station"`` models one robot cell filmed by a fixed camera: the room, the robot and the
-    camera pose come from a fixed draw with small per-episode jitter, while bottles, cups,
-    liquids, layout, distractors and lighting still vary per episode.
+    camera pose come from a fixed draw (seeded by ``station``) with small per-episode jitter,
+    while bottles, cups, liquids, layout, distractors and lighting still vary per episode.
+    ``ranges`` (default :class:`SamplingRanges`) bounds every per-episode draw; changing a range
+    changes no other draw of the episode (see :mod:`tcc_model.sim.ranges`).
     """
     if variation not in VARIATIONS:
         raise ValueError(f"variation must be one of {VARIATIONS}, got {variation!r}")
-    station = variation == "station"
+    r = ranges or SamplingRanges()
+    is_station = variation == "station"
     # The station's fixed look comes from its own generator; per-episode draws use ``rng``.
-    fixed = np.random.default_rng(STATION_SEED) if station else rng
+    fixed = np.random.default_rng(station) if is_station else rng
     pour_sign = int(rng.choice([-1, 1]))
     separation = rng.uniform(0.2, 0.3)
     bottle_x = rng.uniform(-0.05, 0.05) - pour_sign * separation / 2
     bottle_xy = np.array([bottle_x, rng.uniform(-0.06, 0.04)])
     cup_xy = np.array([bottle_x + pour_sign * separation, rng.uniform(-0.06, 0.04)])
+    o = r.objects
     bottle = dict(
-        bottle_radius=_uniform(rng, 0.026, 0.04),
-        bottle_height=_uniform(rng, 0.13, 0.2),
-        shoulder_height=_uniform(rng, 0.015, 0.04),
-        neck_radius=_uniform(rng, 0.010, 0.016),
-        neck_height=_uniform(rng, 0.03, 0.06),
-        bottle_waist=_uniform(rng, 0.85, 1.0),
+        bottle_radius=draw(rng, o.bottle_radius),
+        bottle_height=draw(rng, o.bottle_height),
+        shoulder_height=draw(rng, o.shoulder_height),
+        neck_radius=draw(rng, o.neck_radius),
+        neck_height=draw(rng, o.neck_height),
+        bottle_waist=draw(rng, o.bottle_waist),
         bottle_rgba=[*_colour(rng), float(rng.choice([1.0, 0.85, 0.6]))],
         label_rgba=[*_colour(rng), 1.0],
         cap_rgba=[*_colour(rng), 1.0],
     )
     cup = dict(
-        cup_radius=_uniform(rng, 0.035, 0.055),
-        cup_height=_uniform(rng, 0.055, 0.10),
-        cup_flare=_uniform(rng, 1.0, 1.25),
+        cup_radius=draw(rng, o.cup_radius),
+        cup_height=draw(rng, o.cup_height),
+        cup_flare=draw(rng, o.cup_flare),
         cup_rgba=[*_colour(rng), 1.0],
-        liquid_rgba=list(LIQUID_COLOURS[int(rng.integers(len(LIQUID_COLOURS)))]),
+        liquid_rgba=list(r.liquid.colours[int(rng.random() * len(r.liquid.colours))]),
     )
     room = dict(
         table_texture=str(fixed.choice(TABLE_TEXTURES)),
@@ -200,23 +211,25 @@ def sample_scene(rng: np.random.Generator, variation: str = "full") -> ScenePara
         robot_rgba=[*_colour(fixed, 0.3, 0.95), 1.0],
         gripper_rgba=[*_colour(fixed, 0.05, 0.5), 1.0],
         robot_base=[_uniform(fixed, -0.1, 0.1), _uniform(fixed, 0.42, 0.5), 0.0],
-        light_dir=[_uniform(rng, -0.6, 0.6), _uniform(rng, -0.6, 0.6), -1.0],
-        light_diffuse=_uniform(rng, 0.35, 0.9),
-        light_tint=[float(v) for v in rng.uniform(0.8, 1.0, 3)],
-        ambient=_uniform(rng, 0.1, 0.45),
+        light_dir=[draw_mirrored(rng, r.lighting.light_offset) for _ in range(2)] + [-1.0],
+        light_diffuse=draw(rng, r.lighting.light_diffuse),
+        light_tint=[float(v) for v in rng.uniform(*r.lighting.light_tint, 3)],
+        ambient=draw(rng, r.lighting.ambient),
     )
-    distractors = _sample_distractors(rng, bottle_xy, cup_xy)
+    distractor_rng = np.random.default_rng(rng.integers(2**63))
+    distractors = _sample_distractors(distractor_rng, bottle_xy, cup_xy, r.distractors)
     middle = (bottle_xy + cup_xy) / 2
-    if station:
+    if is_station:
         # nominal pose of the station camera, jittered a little per episode
-        jitter = rng.uniform(-1.0, 1.0, 6)
+        c = r.camera
+        jitter = [float(v) for v in draw_mirrored(rng, c.jitter, 6)]
         camera = dict(
-            cam_azimuth=90.0 + 25.0 + 4.0 * jitter[0],
-            cam_elevation=-28.0 + 3.0 * jitter[1],
-            cam_distance=0.78 + 0.03 * jitter[2],
-            cam_lookat=[0.01 * jitter[3], 0.02 + 0.01 * jitter[4], 0.12],
-            cam_fovy=45.0 + 2.0 * jitter[5],
-            cam_shake=_uniform(rng, 0.0, 0.003),
+            cam_azimuth=90.0 + 25.0 + c.azimuth_deg * jitter[0],
+            cam_elevation=-28.0 + c.elevation_deg * jitter[1],
+            cam_distance=0.78 + c.distance * jitter[2],
+            cam_lookat=[c.lookat * jitter[3], 0.02 + c.lookat * jitter[4], 0.12],
+            cam_fovy=45.0 + c.fovy_deg * jitter[5],
+            cam_shake=draw(rng, c.shake),
         )
     else:
         camera = dict(

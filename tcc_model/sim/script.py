@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tcc_model.sim.geometry import min_jerk, rot_y
+from tcc_model.sim.ranges import MotionRanges, draw
 from tcc_model.sim.scene import SceneParams
 
 #: the 11 fine phases, in task order
@@ -164,9 +165,13 @@ def _pour_position(
 
 
 def _task_segments(
-    p: SceneParams, rng: np.random.Generator, anomaly: str | None
+    p: SceneParams, rng: np.random.Generator, anomaly: str | None, motion: MotionRanges
 ) -> tuple[list[Segment], float, dict[str, Any]]:
-    """The nominal task as segments with randomised durations and natural pauses."""
+    """The nominal task as segments with randomised durations and natural pauses.
+
+    Every segment takes the same draws whatever ``motion`` says (the pause length is drawn
+    even when there is no pause), so other motion ranges change nothing else of the episode.
+    """
     bx, by = p.bottle_xy
     sign = p.pour_sign
     grasp_height = p.bottle_height * rng.uniform(0.45, 0.65)
@@ -213,15 +218,15 @@ def _task_segments(
             _state(end, 0, opened),
         ],
     }
-    speed = rng.uniform(0.75, 1.3)
+    speed = draw(rng, motion.speed)
     segments = []
     for phase in FINE_PHASES:
         frames = np.stack(keyframes[phase])
-        segments.append(
-            Segment(phase, frames, _BASE_DURATION_S[phase] * speed * rng.uniform(0.7, 1.4))
-        )
-        if phase != "pour" and rng.random() < 0.15:  # natural pause
-            segments.append(Segment(phase, frames[-1:], rng.uniform(0.2, 0.6)))
+        duration = _BASE_DURATION_S[phase] * speed * draw(rng, motion.segment_speed)
+        segments.append(Segment(phase, frames, duration))
+        pause_u, pause_seconds = rng.random(), draw(rng, motion.pause_seconds)
+        if phase != "pour" and pause_u < motion.pause_probability:  # natural pause
+            segments.append(Segment(phase, frames[-1:], pause_seconds))
     params = {
         "grasp_height": float(grasp_height),
         "tilt_max_deg": float(np.rad2deg(tilt_max)),
@@ -263,25 +268,30 @@ def make_script(
     rng: np.random.Generator,
     anomaly: str | None = None,
     fps: float = 12.0,
-    min_frames: int = 60,
-    max_frames: int = 120,
+    min_frames: int | None = None,
+    max_frames: int | None = None,
+    motion: MotionRanges | None = None,
 ) -> MotionScript:
     """Sample the hand trajectory of one episode at ``fps``.
 
-    The episode lasts its scripted duration, clamped to ``[min_frames, max_frames]`` frames by
-    stretching or compressing simulated time (``frame_dt`` then differs from ``1 / fps``).
+    The episode lasts its scripted duration: ``round(duration * fps)`` frames (simulated time per
+    frame within half a frame of ``1 / fps``). ``min_frames`` / ``max_frames``, when given, clamp
+    the length by stretching or compressing simulated time; ``params["time_scale"]`` (simulated
+    seconds per video second) records by how much. ``motion`` bounds speed and pauses.
     """
     if anomaly is not None and anomaly not in ANOMALY_TYPES:
         raise ValueError(f"anomaly must be None or one of {ANOMALY_TYPES}, got {anomaly!r}")
-    if not 1 <= min_frames <= max_frames:
+    low, high = min_frames or 1, max_frames or 1_000_000
+    if not 1 <= low <= high:
         raise ValueError(f"need 1 <= min_frames <= max_frames, got {min_frames}, {max_frames}")
-    segments, grasp_height, params = _task_segments(p, rng, anomaly)
+    segments, grasp_height, params = _task_segments(p, rng, anomaly, motion or MotionRanges())
     info = _insert_anomaly(segments, rng, anomaly)
 
     durations = np.array([s.duration for s in segments])
     starts = np.concatenate([[0.0], np.cumsum(durations)])
     total = float(starts[-1])
-    num_frames = int(np.clip(round(total * fps), min_frames, max_frames))
+    natural = max(int(round(total * fps)), 1)
+    num_frames = int(np.clip(natural, low, high))
     frame_dt = total / num_frames
     t = (np.arange(num_frames) + 0.5) * frame_dt
     seg_index = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(segments) - 1)
@@ -321,5 +331,11 @@ def make_script(
         anomaly=anomaly,
         drop_frame=drop_frame,
         anomaly_info=info,
-        params={**params, "duration_s": total, "frame_dt_s": frame_dt},
+        params={
+            **params,
+            "duration_s": total,
+            "frame_dt_s": frame_dt,
+            "time_scale": frame_dt * fps,
+            "clamped": num_frames != natural,
+        },
     )
