@@ -162,8 +162,12 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def stage(what: str, stream=sys.stderr) -> Iterator[None]:  # noqa: ANN001
-    """Print ``what ...`` now and ``what: done in N s`` after the block (steps over ~2 s)."""
+def stage(what: str, stream=None) -> Iterator[None]:  # noqa: ANN001
+    """Print ``what ...`` now and ``what: done in N s`` after the block (steps over ~2 s).
+
+    ``stream`` defaults to the ``sys.stderr`` of the moment (not of import time).
+    """
+    stream = sys.stderr if stream is None else stream
     print(f"{what} ...", file=stream, flush=True)
     start = time.perf_counter()
     yield
