@@ -50,7 +50,8 @@ def strict_json(value: Any, indent: int | None = 2) -> str:
 def fmt(value: Any, pattern: str = "{:.3f}", missing: str = "n/a") -> str:
     """Format a number with ``pattern`` (e.g. ``"{:.1%}"``); ``None``/NaN give ``missing``.
 
-    Integers given a float pattern are formatted by it too; non-numbers are ``str()``-ed.
+    Integers print as integers (counts), except with a percent pattern; non-numbers are
+    ``str()``-ed.
     """
     if value is None:
         return missing
@@ -60,6 +61,8 @@ def fmt(value: Any, pattern: str = "{:.3f}", missing: str = "n/a") -> str:
         return str(value)
     if isinstance(value, float) and math.isnan(value):
         return missing
+    if isinstance(value, int) and "%" not in pattern:
+        return str(value)
     return pattern.format(value)
 
 

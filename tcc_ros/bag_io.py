@@ -21,6 +21,8 @@ COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 GROUND_TRUTH_TYPE = "tcc_ros/msg/GroundTruth"
 GROUND_TRUTH_TOPIC = "/tcc/ground_truth"
 EPISODE_MARKER_TOPIC = "/tcc/episode"
+#: Ways to cut a bag into episodes (see :func:`iter_episode_slices`).
+EPISODE_MODES = ("auto", "per-bag", "marker-topic", "gap")
 MONITOR_TOPICS = {
     "/tcc/progress": "tcc_ros/msg/TaskProgress",
     "/tcc/phase": "tcc_ros/msg/TaskPhase",
@@ -98,15 +100,6 @@ def _open_reader(path: Path) -> Any:
             f"cannot open bag {path}: {exc} (is it a complete ROS 2 bag directory?)"
         ) from exc
     return reader
-
-
-def list_topics(path: str | os.PathLike) -> dict[str, str]:
-    """Topic → message type of a bag."""
-    reader = _open_reader(Path(path))
-    try:
-        return {c.topic: c.msgtype for c in reader.connections}
-    finally:
-        reader.close()
 
 
 def read_bag(
@@ -260,13 +253,16 @@ class BagWriter:
 def iter_episode_slices(
     contents: BagContents, mode: str, gap_s: float = 1.0
 ) -> Iterator[tuple[str, slice]]:
-    """Split a bag's frames into episodes: ``per-bag``, ``marker-topic`` or ``gap``.
+    """Split a bag's frames into episodes: ``auto``, ``per-bag``, ``marker-topic`` or ``gap``.
 
-    Yields ``(episode_name, slice into contents.images)``.
+    ``auto`` is ``marker-topic`` when the bag holds episode markers, else ``per-bag``. Yields
+    ``(episode_name, slice into contents.images)``.
     """
     images = contents.images
     n = len(images)
     stem = contents.path.name
+    if mode == "auto":
+        mode = resolve_episode_mode(contents, mode)
     if mode == "per-bag":
         yield stem, slice(0, n)
         return
@@ -290,4 +286,11 @@ def iter_episode_slices(
         for i in range(len(bounds) - 1):
             yield f"{stem}:{i}", slice(bounds[i], bounds[i + 1])
         return
-    raise BagError(f"unknown episode split {mode!r}; use per-bag, marker-topic or gap")
+    raise BagError(f"unknown episode split {mode!r}; use one of {', '.join(EPISODE_MODES)}")
+
+
+def resolve_episode_mode(contents: BagContents, mode: str) -> str:
+    """The split ``mode`` stands for in this bag (``auto``: markers when present, else per bag)."""
+    if mode != "auto":
+        return mode
+    return "marker-topic" if contents.markers else "per-bag"

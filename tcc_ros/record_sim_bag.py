@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -23,7 +24,7 @@ from tcc_ros.ground_truth import ground_truth_fields
 EPISODE_GAP_NS = 2_000_000_000
 
 
-def _episode_source(args: argparse.Namespace):
+def _episode_source(args: argparse.Namespace) -> Iterator[tuple[str, Any, Any]]:
     """Yield ``(name, frames, labels)`` from the simulator or a dataset split."""
     from tcc_model.data.format import EpisodeLabels
 
@@ -49,27 +50,36 @@ def _episode_source(args: argparse.Namespace):
 
 
 def record(args: argparse.Namespace) -> int:
-    """Write the bag; returns the number of frames written."""
+    """Write the bag; returns the number of frames written.
+
+    The bag is written under its final name inside a hidden ``.<name>.partial/`` folder next to
+    it and moved into place when complete, so the storage file inside is named after the bag
+    (``sim.bag/sim.bag.mcap``) and an interrupted run leaves nothing under the final name.
+    """
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".partial")
     if out.exists():
         raise BagError(f"{out} exists; choose a new --out (bags are never overwritten)")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    staging = out.parent / f".{out.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
     stamp = args.start_ns
     period = int(1e9 / args.fps)
     written = 0
-    with BagWriter(tmp, storage=args.storage, image_topic=args.image_topic) as writer:
-        for name, frames, labels in tqdm(
-            _episode_source(args), total=args.episodes, desc="episodes", unit="ep"
-        ):
-            writer.write_marker(stamp, name)
-            for frame, truth in zip(frames, ground_truth_fields(labels, name)):
-                writer.write_frame(stamp, frame, truth)
-                stamp += period
-                written += 1
-            stamp += EPISODE_GAP_NS
-    tmp.rename(out)  # a bag under the final name is always complete
+    try:
+        with BagWriter(staging / out.name, storage=args.storage, image_topic=args.image_topic) as w:
+            for name, frames, labels in tqdm(
+                _episode_source(args), total=args.episodes, desc="episodes", unit="ep"
+            ):
+                w.write_marker(stamp, name)
+                for frame, truth in zip(frames, ground_truth_fields(labels, name)):
+                    w.write_frame(stamp, frame, truth)
+                    stamp += period
+                    written += 1
+                stamp += EPISODE_GAP_NS
+        (staging / out.name).rename(out)  # a bag under the final name is always complete
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return written
 
 
@@ -100,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Record the bag and print where it went."""
+    from tcc_model.cli import print_written
+    from tcc_model.errors import safe_text
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.episodes < 1:
@@ -111,18 +125,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--anomaly-rate must be in [0, 1], got {args.anomaly_rate}")
     try:
         n = record(args)
-    except (BagError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except OSError as exc:
-        print(
-            f"error: cannot write the bag --out {args.out}: {exc}; choose a writable path",
-            file=sys.stderr,
-        )
-        return 2
-    print(f"wrote {n} frames to {args.out}")
+        raise BagError(
+            f"cannot write the bag --out {args.out}: {safe_text(exc, 240)}; choose a writable path"
+        ) from exc
+    print_written({"bag": f"{args.out} ({n} frames)"})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tcc_model.cli import entry_point
+
+    entry_point(main)

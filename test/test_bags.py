@@ -176,10 +176,121 @@ def test_camera_source_replays_bag_episodes_with_their_ground_truth(tmp_path: Pa
         list(bag_episode(str(bag), "/camera/other", None))
 
 
-def test_report_json_is_strict() -> None:
+def test_auto_split_uses_episode_markers_when_the_bag_has_them(tmp_path: Path) -> None:
+    from tcc_ros.evaluate_bag import build_parser
+
+    rng = np.random.default_rng(7)
+    marked = tmp_path / "marked"
+    _write(marked, {"ep0": _episode(rng, 6), "ep1": _episode(rng, 7)}, "mcap")
+    plain = tmp_path / "plain"
+    with BagWriter(plain, storage="mcap") as writer:  # frames only, no /tcc/episode markers
+        for i, frame in enumerate(_episode(rng, 5)[0]):
+            writer.write_frame(1_000_000_000 + i * 100_000_000, frame)
+    assert build_parser().parse_args(["b", "--bundle", "x"]).episodes == "auto"
+    loaded, _ = load_episodes([marked, plain], PixelEngine(), "/camera/image_raw", "auto", 1.0)
+    assert [(e.name, len(e.stamps_ns)) for e in loaded] == [("ep0", 6), ("ep1", 7), ("plain", 5)]
+
+
+def _record_args(tmp_path: Path, out: Path) -> list[str]:
+    """record_sim_bag arguments that take 2 episodes from a small dataset folder."""
+    from tcc_model.data.format import write_episode
+
+    rng = np.random.default_rng(8)
+    for i in range(2):
+        frames, labels = _episode(rng, 6 + i)
+        frames = np.repeat(np.repeat(frames, 2, axis=1), 2, axis=2)  # 32x40, even for H.264
+        labels.video = f"ep{i}.mp4"
+        write_episode(tmp_path / "data" / "test", f"ep{i}", frames, labels)
+    return ["--out", str(out), "--dataset", f"folder:{tmp_path / 'data'}", "--episodes", "2"]
+
+
+def test_record_sim_bag_leaves_no_partial_file_inside(tmp_path: Path, capsys) -> None:
+    from tcc_model.cli import run_main
+    from tcc_ros.record_sim_bag import main
+
+    out = tmp_path / "sim.bag"
+    assert run_main(main, _record_args(tmp_path, out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.yaml", "sim.bag.mcap"]
+    assert not [p for p in tmp_path.rglob("*partial*")]
+    contents = read_bag(out)
+    assert [name for _, name in contents.markers] == ["ep0", "ep1"] and len(contents.images) == 13
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote: bag {out} (13 frames)"
+    assert run_main(main, _record_args(tmp_path, out)) == 2  # never overwritten
+    assert "exists; choose a new --out" in capsys.readouterr().err
+
+
+def _fake_bundle(tmp_path: Path, episodes: dict) -> Path:
+    """A bundle folder with references embedded by PixelEngine (no ONNX: the engine is faked)."""
+    from tcc_model.stream import ReferenceSet
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "bundle.yaml").write_text("format_version: 1\n")
+    engine = PixelEngine()
+    refs = ReferenceSet.from_episodes(
+        [engine.embed_frames(f) for f, _ in episodes.values()],
+        [lab.phase_ids for _, lab in episodes.values()],
+        PHASES,
+        [lab.key_events for _, lab in episodes.values()],
+        bundle_id=engine.bundle_id,
+        reference_ids=list(episodes),
+        fps=10.0,
+    )
+    refs.calibration = {"temperature": 20.0, "distance_threshold": 1e4, "stall_seconds": 30.0,
+                        "backwards_threshold": 0.9, "skip_threshold": 1.0}  # fmt: skip
+    refs.save(bundle)
+    return bundle
+
+
+def _evaluate_bag_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    import tcc_model.engine
+
+    monkeypatch.setattr(tcc_model.engine, "load_bundle", lambda *a, **k: PixelEngine())
+    rng = np.random.default_rng(9)
+    episodes = {"ep0": _episode(rng, 12), "ep1": _episode(rng, 15, anomaly="drop")}
+    bag = tmp_path / "sim.bag"
+    _write(bag, episodes, "mcap")
+    return bag, _fake_bundle(tmp_path, episodes)
+
+
+def test_evaluate_bag_reports_per_episode_with_monitor_settings_from_the_params_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     import json
 
-    from tcc_ros.evaluate_bag import to_strict_json
+    from tcc_model.cli import run_main
+    from tcc_ros.evaluate_bag import main
 
-    text = to_strict_json({"tau": float("nan"), "x": [np.float32(0.5), float("inf")], "n": 2})
-    assert json.loads(text) == {"tau": None, "x": [0.5, None], "n": 2}
+    bag, bundle = _evaluate_bag_setup(tmp_path, monkeypatch)
+    params = tmp_path / "params.yaml"
+    params.write_text("/**/progress_monitor:\n  ros__parameters:\n    monitor:\n      window: 48\n")
+    out = tmp_path / "eval"
+    args = [str(bag), "--bundle", str(bundle), "--params", str(params), "--out", str(out)]
+    assert run_main(main, args) == 0
+    report = json.loads((out / "bag_eval.json").read_text())
+    assert [e["name"] for e in report["episodes"]] == ["ep0", "ep1"]
+    assert report["config"]["episodes"] == "auto (marker-topic)"
+    assert report["kendalls_tau"] is not None
+    assert report["monitor_config"]["window"] == 48  # from the params file
+    assert report["monitor_config"]["skip_threshold"] == 1.0  # from the bundle's calibration
+    for name in ("progress_curves.png", "timelines/ep0.png", "timelines/ep1.png",
+                 "phase_confusion.png"):  # fmt: skip
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"wrote: report {out}")
+    params.write_text("/**/progress_monitor:\n  ros__parameters:\n    monitor:\n      window: 2\n")
+    assert run_main(main, args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "window" in err and "Traceback" not in err
+    params.write_text("/**/progress_monitor:\n  ros__parameters:\n    monitor: {}\n")
+    assert run_main(main, [*args, "--set", "windw=9"]) == 2
+    assert "unknown monitor setting 'windw'" in capsys.readouterr().err
+
+
+def test_evaluate_bag_tells_a_checkpoint_from_a_bundle(tmp_path: Path, capsys) -> None:
+    from tcc_model.cli import run_main
+    from tcc_ros.evaluate_bag import main
+
+    ckpt = tmp_path / "last.pt"
+    ckpt.write_bytes(b"x")
+    assert run_main(main, [str(tmp_path), "--bundle", str(ckpt)]) == 2
+    assert "is a file, not a bundle folder" in capsys.readouterr().err

@@ -191,3 +191,4 @@ def test_strict_json_and_number_format() -> None:
     assert reporting.fmt(float("nan")) == "n/a" and reporting.fmt(None) == "n/a"
     assert reporting.fmt(0.7301, "{:.1%}") == "73.0%" and reporting.fmt(np.float64(2.0)) == "2.000"
     assert reporting.fmt("cpu") == "cpu" and reporting.fmt(True) == "True"
+    assert reporting.fmt(12) == "12" and reporting.fmt(1, "{:.0%}") == "100%"
