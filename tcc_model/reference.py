@@ -16,9 +16,9 @@ their sha256) in the manifest through :func:`tcc_model.bundle.register_files` un
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,13 @@ from tcc_model.cli import add_bundle_arg, check_bundle, entry_point, print_writt
 from tcc_model.errors import ConfigError, DatasetError
 from tcc_model.preprocess import context_indices
 from tcc_model.stream import (
+    CALIBRATION_METHODS,
     DEFAULT_PHASE_LAGS,
     MonitorConfig,
     ReferenceSet,
     calibrate,
     fit_phase_classifier,
+    thumbnails,
 )
 
 EMBED_CHUNK = 32
@@ -158,39 +160,81 @@ def build_references(
     return references
 
 
+@dataclass
+class EmbeddedEpisode:
+    """One episode as the monitor sees it, with its ground truth (calibration, benchmarks)."""
+
+    name: str
+    embeddings: np.ndarray  # [N, D]
+    pixels: np.ndarray  # [N, 768] thumbnails of the frames the engine saw
+    stamps: np.ndarray  # [N] seconds
+    progress: np.ndarray  # [N] from the key events
+    phase_ids: np.ndarray  # [N]
+    fps: float
+    anomaly: str | None = None
+    onset: int = -1  # first anomalous frame, -1 if none
+
+
+def embed_episode(engine: Any, episode: Any) -> EmbeddedEpisode:
+    """Embed an episode's frames and keep the thumbnails the monitor's image detectors use."""
+    from tcc_model.data.format import progress_from_key_events
+
+    frames = episode.load_frames()
+    labels = episode.labels
+    mask = np.asarray(labels.anomaly_mask or [], dtype=bool)
+    emb = embed_video(engine, frames)
+    return EmbeddedEpisode(
+        name=f"{episode.split}/{episode.name}",
+        embeddings=emb,
+        pixels=thumbnails(frames, engine.preprocess.image_size),
+        stamps=np.arange(len(emb)) / float(labels.fps),
+        progress=np.asarray(progress_from_key_events(len(emb), labels.key_events)),
+        phase_ids=labels.phase_id_array(),
+        fps=float(labels.fps),
+        anomaly=labels.anomaly,
+        onset=int(np.argmax(mask)) if mask.any() else -1,
+    )
+
+
 def calibrate_references(
     references: ReferenceSet,
-    engine: Any,
-    episodes: Sequence[Any],
+    episodes: Sequence[EmbeddedEpisode],
     false_alarm_rate: float,
     config: MonitorConfig | None = None,
     margin: float = 1.2,
+    method: str = "fused",
+    strict: bool = True,
+    monitor_class: type | None = None,
 ) -> dict[str, Any]:
-    """Embed held-out normal ``episodes`` and calibrate ``references`` on them (in place)."""
-    if not episodes:
+    """Calibrate ``references`` (in place) on embedded normal ``episodes``.
+
+    The one calibration the bundle and the benchmark share. Episodes with an anomaly label are
+    refused (left out and counted); ``strict``: too few episodes for the rate raise ConfigError
+    with the number needed.
+    """
+    normal = [e for e in episodes if e.anomaly is None]
+    if not normal:
         raise DatasetError(
             "no normal phase-labelled episodes to calibrate on; choose a --calib-dataset / "
             "--calib-split with labelled normal episodes"
         )
-    embeddings = [embed_video(engine, e.load_frames()) for e in episodes]
-    stamps = [np.arange(len(x)) / float(e.labels.fps) for x, e in zip(embeddings, episodes)]
-    from tcc_model.data.format import progress_from_key_events
-
-    progress = [
-        progress_from_key_events(len(x), e.labels.key_events) for x, e in zip(embeddings, episodes)
-    ]
-    phase_ids = [e.labels.phase_id_array() for e in episodes]
     calibration = calibrate(
         references,
-        embeddings,
+        [e.embeddings for e in normal],
         false_alarm_rate,
         config,
-        stamps,
+        [e.stamps for e in normal],
         margin,
-        progress=progress,
-        phase_ids=phase_ids,
+        progress=[e.progress for e in normal],
+        phase_ids=[e.phase_ids for e in normal],
+        pixels=[e.pixels for e in normal],
+        method=method,
+        strict=strict,
+        **({"monitor_class": monitor_class} if monitor_class else {}),
     )
-    calibration["episodes"] = [f"{e.split}/{e.name}" for e in episodes]
+    calibration["episodes"] = [e.name for e in normal]
+    calibration["excluded_episodes"] = [normal[i].name for i in calibration["excluded_episodes"]]
+    calibration["refused_anomalous_episodes"] = [e.name for e in episodes if e.anomaly]
     return calibration
 
 
@@ -234,7 +278,13 @@ def _parser() -> argparse.ArgumentParser:
         help="calibrate on at most this many normal episodes (default: all of the split)",
     )
     p.add_argument("--false-alarm-rate", type=float, default=0.01, help="per nominal episode")
-    p.add_argument("--margin", type=float, default=1.2, help="factor on the max when too few")
+    p.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        default="fused",
+        help="fused: one conformal threshold on the largest normalised detector statistic; "
+        "bonferroni: one per detector at rate / detectors",
+    )
     p.add_argument("--backend", default="auto", help="engine backend (auto, onnxruntime, torch…)")
     p.add_argument("--threads", type=int, default=1, help="CPU inference threads")
     p.add_argument(
@@ -296,11 +346,16 @@ def _run(argv: Sequence[str] | None = None) -> int:
         engine, train, log=print, classifier_episodes=extra, phase_lags=args.phase_lags
     )
     calib_dataset = args.calib_dataset or args.dataset
-    calib = normal_episodes(load_episodes(calib_dataset, args.calib_split), args.calib_episodes)
-    print(f"calibrating on {len(calib)} normal episodes of {calib_dataset}/{args.calib_split}")
-    cal = calibrate_references(
-        references, engine, calib, args.false_alarm_rate, config, args.margin
+    split = load_episodes(calib_dataset, args.calib_split)
+    calib = normal_episodes(split, args.calib_episodes)
+    refused = sum(e.labels.anomaly is not None for e in split)
+    print(
+        f"calibrating on {len(calib)} normal episodes of {calib_dataset}/{args.calib_split}"
+        + (f" ({refused} anomalous episodes of the split left out)" if refused else "")
     )
+    rate, method = args.false_alarm_rate, args.calibration_method
+    embedded = [embed_episode(engine, e) for e in calib]
+    cal = calibrate_references(references, embedded, rate, config, method=method)
     npz_path, json_path = references.save(bundle)
     if args.register:
         from tcc_model.bundle import register_files
@@ -316,14 +371,25 @@ def _run(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_calibration(cal: dict[str, Any]) -> None:
-    """The calibration summary lines."""
+    """The calibration summary lines: rate, episodes, thresholds and each detector's state."""
+    excluded = cal["num_excluded"]
     print(
-        f"calibration ({cal['method']}, {cal['num_episodes']} episodes / {cal['num_frames']} "
-        f"frames, false-alarm rate {cal['false_alarm_rate']} per episode): temperature "
-        f"{cal['temperature']:.4g}, distance threshold {cal['distance_threshold']:.4g}, "
-        f"stall {cal['stall_seconds']:.2f} s, backwards {cal['backwards_threshold']:.3f}, "
-        f"phase skip {cal['skip_threshold']:.2f}"
+        f"calibration ({cal['method']}): false-alarm rate {cal['false_alarm_rate']} per episode "
+        f"needs >= {cal['episodes_needed']} normal episodes; used {cal['num_episodes']}"
+        + (
+            f" ({excluded} outlying excluded: {', '.join(cal['excluded_episodes'])})"
+            if excluded
+            else ""
+        )
+        + f", {cal['num_frames']} frames; achieved rate on them "
+        f"{cal['achieved_false_alarm_rate']:.3f}; temperature {cal['temperature']:.4g}"
     )
+    for name, state in cal["detector_states"].items():
+        what = f"threshold {state['threshold']:.4g} (normal max {state['normal_max']:.4g})"
+        print(
+            f"  {name}: {state['state']}, {what}"
+            + (f": {state['reason']}" if state["reason"] else "")
+        )
     accuracies = ", ".join(f"{k} {v:.1%}" for k, v in cal["phase_accuracy"].items())
     measured = f" (phase accuracy on the calibration episodes: {accuracies})" if accuracies else ""
     accuracy = cal["phase_accuracy"]
@@ -332,14 +398,6 @@ def _print_calibration(cal: dict[str, Any]) -> None:
     ):
         measured += "; the classifier's gain is within one standard error over the episodes"
     print(f"phase source: {cal['phase_source']}{measured}")
-    if cal["method"] != "conformal":
-        needed = cal["episodes_needed_for_conformal"]
-        print(
-            f"note: {cal['num_episodes']} calibration episodes are fewer than the {needed} an "
-            f"exact conformal bound at this rate needs; thresholds = max x {cal['margin']}"
-        )
-    if not math.isfinite(cal["distance_threshold"]):
-        print("warning: distance threshold is not finite; off_trajectory is disabled")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,7 +103,7 @@ def test_cli_builds_calibrated_references_from_normal_episodes(dataset, tmp_path
     bundle.mkdir()
     (bundle / "bundle.yaml").write_text("stand-in\n")
     argv = ["--bundle", str(bundle), "--dataset", str(dataset), "--no-register"]
-    assert reference.main(argv + ["--false-alarm-rate", "0.05"]) == 0
+    assert reference.main(argv + ["--false-alarm-rate", "0.15"]) == 0
 
     refs = ReferenceSet.load(bundle, bundle_id="bundle-test")
     assert refs.reference_ids == ["train/demo0", "train/demo1", "train/demo2"]  # no anomaly
@@ -111,8 +111,16 @@ def test_cli_builds_calibrated_references_from_normal_episodes(dataset, tmp_path
     meta = json.loads((bundle / "references.json").read_text())
     cal = meta["calibration"]
     assert meta["bundle_id"] == "bundle-test"
-    assert cal["num_episodes"] == 6 and cal["false_alarm_rate"] == 0.05
-    assert cal["method"] in ("conformal", "max_times_margin")
+    assert cal["num_episodes"] + cal["num_excluded"] == 6 and cal["false_alarm_rate"] == 0.15
+    assert cal["method"] == "fused" and cal["episodes_needed"] == 6
+    assert 0 <= cal["achieved_false_alarm_rate"] <= 0.15
+    assert set(cal["detector_states"]) == {
+        "off_trajectory",
+        "stillness",
+        "direction",
+        "appearance",
+        "phase_skip",
+    }
     assert cal["episodes"] == [f"val/val{i}" for i in range(6)]
     assert np.isfinite(cal["distance_threshold"]) and cal["temperature"] > 0
     # Ground-truth progress of each reference comes from its key events.
@@ -128,6 +136,23 @@ def test_cli_builds_calibrated_references_from_normal_episodes(dataset, tmp_path
     monitor.reset()
     stalled = [monitor.process_frame(f) for f in colour_episode(45, seed=78, stall=40)]
     assert any(r.anomaly_kind == "stalled" for r in stalled)
+
+
+def test_too_few_calibration_episodes_for_the_rate_is_an_error_with_the_count(
+    dataset, tmp_path, monkeypatch, capsys
+):
+    import tcc_model.engine
+
+    monkeypatch.setattr(tcc_model.engine, "load_bundle", lambda *a, **k: ContextEngine())
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "bundle.yaml").write_text("stand-in\n")
+    argv = ["--bundle", str(bundle), "--dataset", str(dataset), "--no-register"]
+    assert reference.main(argv + ["--false-alarm-rate", "0.05"]) == 2
+    err = capsys.readouterr().err
+    assert "6 normal episodes cannot support a false-alarm rate of 0.05" in err
+    assert "needs at least 19" in err and "--false-alarm-rate >= 0.143" in err
+    assert not (bundle / "references.json").exists()
 
 
 def test_cli_errors_are_one_line_with_nonzero_exit(dataset, tmp_path, capsys):
@@ -165,7 +190,7 @@ def test_rest_phases_reach_the_monitor_through_the_calibration(dataset, tmp_path
     bundle.mkdir()
     (bundle / "bundle.yaml").write_text("stand-in\n")
     argv = ["--bundle", str(bundle), "--dataset", str(dataset), "--no-register"]
-    assert reference.main(argv + ["--rest-phases", "pour"]) == 0
+    assert reference.main(argv + ["--rest-phases", "pour", "--false-alarm-rate", "0.2"]) == 0
     refs = ReferenceSet.load(bundle)
     assert monitor_config(bundle).rest_phases == ("pour",)
     assert ProgressMonitor(refs).config.rest_phases == ("pour",)
@@ -194,6 +219,7 @@ def test_cli_fits_the_phase_classifier_on_more_videos_than_it_keeps(
     bundle.mkdir()
     (bundle / "bundle.yaml").write_text("stand-in\n")
     argv = ["--bundle", str(bundle), "--dataset", str(dataset), "--no-register"]
+    argv += ["--false-alarm-rate", "0.2"]
     assert reference.main(argv + ["--max-videos", "1"]) == 0
     out = capsys.readouterr().out
     assert "1 reference episodes" in out and "+2 more for the phase classifier" in out

@@ -13,6 +13,7 @@ import pytest
 from tcc_model.preprocess import PreprocessConfig, context_indices
 from tcc_model.stream import (
     DEFAULT_PHASE_LAGS,
+    DETECTORS,
     TEMPERATURE_FACTORS,
     FrameFeatureCache,
     MonitorConfig,
@@ -29,6 +30,8 @@ from tcc_model.stream import (
 )
 
 DIM = 16
+# Every detector that needs no pixels (these episodes are embeddings only).
+EMBEDDING_DETECTORS = tuple(k for k, d in DETECTORS.items() if not d.needs_pixels)
 PHASES = ["reach", "lift", "pour", "place"]
 FPS = 10.0
 
@@ -96,7 +99,8 @@ def calibrated(path: SmoothPath) -> ReferenceSet:
     rng = np.random.default_rng(7)
     truths = [warp(int(rng.integers(80, 160)), rng.uniform(0.7, 1.4)) for _ in range(24)]
     episodes = [live(path, s, seed=100 + i) for i, s in enumerate(truths)]
-    calibrate(refs, episodes, false_alarm_rate=0.05, progress=truths)
+    config = MonitorConfig(detectors=EMBEDDING_DETECTORS)
+    calibrate(refs, episodes, false_alarm_rate=0.05, config=config, progress=truths)
     return refs
 
 
@@ -136,7 +140,7 @@ def test_pause_flags_stalled_after_threshold_and_progress_stays_flat(path, calib
     )
     monitor = ProgressMonitor(calibrated)
     results = monitor.run(live(path, s))
-    limit = monitor.thresholds.stall_seconds
+    limit = monitor.thresholds["progress_stall"]
     stalled = [r.frame_index for r in results if r.anomaly_kind == "stalled"]
     assert stalled, "the 4 s pause was not flagged"
     first = stalled[0]
@@ -206,10 +210,14 @@ def test_skip_detector_switches_off_when_normal_runs_skip_confidently(path):
         truths.append(s[(s < 0.5) | (s >= 0.75)] if i % 3 == 0 else s)
     episodes = [live(path, s, seed=100 + i) for i, s in enumerate(truths)]
     cal = calibrate(refs, episodes, false_alarm_rate=0.05)
-    assert cal["skip_threshold"] >= 1.0
+    state = cal["detector_states"]["phase_skip"]
+    assert state["state"] == "off" and "could never fire" in state["reason"]
     s = np.concatenate([np.linspace(0, 0.35, 50), np.linspace(0.85, 1.0, 30)])
-    results = ProgressMonitor(refs).run(live(path, s))
+    monitor = ProgressMonitor(refs)
+    results = monitor.run(live(path, s))
     assert not any(r.anomaly_kind == "phase_skipped" for r in results)
+    # ... and the monitor says so (for /diagnostics) instead of staying silent.
+    assert monitor.detector_states["phase_skip"].startswith("off: normal episodes reach")
 
 
 def test_calibration_without_a_skip_threshold_is_reported(path, calibrated, caplog):
@@ -224,8 +232,8 @@ def test_calibration_without_a_skip_threshold_is_reported(path, calibrated, capl
     )
     with caplog.at_level("WARNING", logger="tcc_model.stream"):
         monitor = ProgressMonitor(old)
-    assert math.isinf(monitor.thresholds.skip)
-    assert "skip_threshold" in caplog.text and "tcc_model.reference" in caplog.text
+    assert math.isinf(monitor.thresholds["phase_skip"])
+    assert "phase_skip off" in caplog.text and "tcc_model.reference" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="tcc_model.stream"):
         ProgressMonitor(old, MonitorConfig(skip_threshold=0.8))  # configured: nothing to report

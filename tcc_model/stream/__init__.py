@@ -42,13 +42,15 @@ from tcc_model.stream.calibration import (
     PHASE_ERROR_WEIGHT,
     TEMPERATURE_FACTORS,
     calibrate,
-    conformal_upper,
 )
 from tcc_model.stream.config import (
     ANOMALY_KINDS,
     ANOMALY_SCORE_THRESHOLD,
     CALIBRATED_SETTINGS,
     CALIBRATED_THRESHOLDS,
+    DEFAULT_DETECTORS,
+    DETECTORS,
+    DetectorSpec,
     EmbeddingEngine,
     FrameResult,
     MonitorConfig,
@@ -71,6 +73,14 @@ from tcc_model.stream.phase import (
     lagged_features,
     phase_probabilities,
 )
+from tcc_model.stream.profiles import (
+    ProgressProfiles,
+    SignalState,
+    episode_signals,
+    fit_profiles,
+    thumbnail,
+    thumbnails,
+)
 from tcc_model.stream.references import (
     REFERENCES_FORMAT_VERSION,
     REFERENCES_JSON,
@@ -79,12 +89,30 @@ from tcc_model.stream.references import (
     check_bundle_id,
     reference_metadata,
 )
+from tcc_model.stream.thresholds import (
+    CALIBRATION_METHODS,
+    conformal_upper,
+    episodes_needed,
+    thresholds_from_maxima,
+)
 
 __all__ = [
     "ANOMALY_KINDS",
     "ANOMALY_SCORE_THRESHOLD",
     "CALIBRATED_SETTINGS",
     "CALIBRATED_THRESHOLDS",
+    "CALIBRATION_METHODS",
+    "DEFAULT_DETECTORS",
+    "DETECTORS",
+    "DetectorSpec",
+    "ProgressProfiles",
+    "SignalState",
+    "episode_signals",
+    "episodes_needed",
+    "fit_profiles",
+    "thresholds_from_maxima",
+    "thumbnail",
+    "thumbnails",
     "DEFAULT_PHASE_LAGS",
     "DEFAULT_PHASE_REGULARIZATION",
     "DEFAULT_TEMPERATURE_FACTOR",

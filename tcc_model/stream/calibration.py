@@ -1,7 +1,8 @@
-"""Calibration on normal episodes: temperature, phase source and anomaly thresholds."""
+"""Calibration on normal episodes: temperature, phase source, normal profiles and thresholds."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -9,33 +10,160 @@ from typing import Any
 
 import numpy as np
 
-from tcc_model.stream.config import FrameResult, MonitorConfig
+from tcc_model.stream.config import DETECTORS, FrameResult, MonitorConfig
 from tcc_model.stream.hmm import ProgressMonitor
 from tcc_model.stream.monitor import default_temperature
 from tcc_model.stream.phase import choose_phase_source
+from tcc_model.stream.profiles import ProgressProfiles, episode_signals, fit_profiles
 from tcc_model.stream.references import ReferenceSet
+from tcc_model.stream.thresholds import (
+    conformal_upper,
+    detector_states,
+    thresholds_from_maxima,
+)
 
-
-def conformal_upper(
-    scores: Sequence[float], alpha: float, margin: float = 1.2
-) -> tuple[float, str]:
-    """Split-conformal upper bound: P(new score > bound) <= alpha for exchangeable scores.
-
-    The bound is the ``ceil((n + 1)(1 - alpha))``-th smallest score. With too few scores for
-    that rank, the maximum times ``margin`` is returned (method ``max_times_margin``).
-    """
-    values = np.sort(np.asarray(scores, dtype=np.float64))
-    if values.size == 0:
-        raise ValueError("conformal_upper: no calibration scores")
-    rank = math.ceil((values.size + 1) * (1.0 - alpha))
-    if rank <= values.size:
-        return float(values[rank - 1]), "conformal"
-    return float(values[-1] * margin), "max_times_margin"
-
+__all__ = ["calibrate", "conformal_upper"]
 
 TEMPERATURE_FACTORS = (1.0, 0.5, 0.25, 0.125)
 DEFAULT_TEMPERATURE_FACTOR = 0.5
 PHASE_ERROR_WEIGHT = 0.1
+
+
+class _Replay:
+    """Replays the calibration episodes through a monitor with every detector unbounded."""
+
+    def __init__(
+        self,
+        references: ReferenceSet,
+        episodes: Sequence[np.ndarray],
+        stamps: Sequence[Any],
+        pixels: Sequence[Any],
+        base: MonitorConfig,
+        monitor_class: type = ProgressMonitor,
+    ) -> None:
+        self.references, self.episodes, self.stamps, self.pixels = (
+            references,
+            episodes,
+            stamps,
+            pixels,
+        )
+        self.free = replace(base, **{d.threshold: math.inf for d in DETECTORS.values()})
+        self.monitor_class = monitor_class
+
+    def runs(self, temperature: float, source: str) -> list[list[FrameResult]]:
+        monitor = self.monitor_class(
+            self.references, replace(self.free, temperature=temperature, phase_source=source)
+        )
+        return [monitor.run(*args) for args in zip(self.episodes, self.stamps, self.pixels)]
+
+    def maxima(
+        self,
+        temperature: float,
+        source: str,
+        profiles: ProgressProfiles | None,
+        which: Sequence[int],
+    ) -> np.ndarray:
+        """``[len(which), detectors]`` per-episode maxima of each detector statistic."""
+        refs = copy.copy(self.references)
+        refs.profiles = profiles
+        config = replace(self.free, temperature=temperature, phase_source=source)
+        monitor = self.monitor_class(refs, config)
+        out = np.zeros((len(which), len(config.detectors)))
+        for row, i in enumerate(which):
+            monitor.reset()
+            stamps = (
+                self.stamps[i] if self.stamps[i] is not None else [None] * len(self.episodes[i])
+            )
+            pixels = self.pixels[i] if self.pixels[i] is not None else [None] * len(stamps)
+            for e, s, p in zip(self.episodes[i], stamps, pixels):
+                if monitor.process_embedding(e, s, p).valid:
+                    stats = monitor.statistics
+                    out[row] = np.maximum(out[row], [stats[d] for d in config.detectors])
+        return out
+
+
+def _choose_temperature(
+    replay: _Replay,
+    base: MonitorConfig,
+    source: str,
+    progress: Sequence[np.ndarray] | None,
+    phase_ids: Sequence[np.ndarray] | None,
+) -> tuple[float, float, dict[str, float], float, np.ndarray]:
+    """``(temperature, factor, selection scores, median distance, all distances)``."""
+    first = replay.runs(base.temperature or default_temperature(replay.references), source)
+    distances = np.array([r.distance for run in first for r in run if r.valid])
+    scale = float(max(np.median(distances), 1e-6))
+    selection: dict[str, float] = {}
+    if base.temperature:
+        return base.temperature, float("nan"), selection, scale, distances
+    if progress is None:
+        return scale * DEFAULT_TEMPERATURE_FACTOR, DEFAULT_TEMPERATURE_FACTOR, {}, scale, distances
+    for f in TEMPERATURE_FACTORS:
+        runs = replay.runs(scale * f, source)
+        abs_err = np.concatenate(
+            [np.abs(np.array([r.progress for r in run]) - p) for run, p in zip(runs, progress)]
+        )
+        score = float(np.nanmean(abs_err))
+        if phase_ids is not None:
+            wrong = np.concatenate(
+                [np.array([r.phase_id for r in run]) != p for run, p in zip(runs, phase_ids)]
+            )
+            score += PHASE_ERROR_WEIGHT * float(np.mean(wrong))
+        selection[str(f)] = score
+    factor = float(min(selection, key=selection.__getitem__))
+    return scale * factor, factor, selection, scale, distances
+
+
+def _choose_phase_source(
+    replay: _Replay,
+    temperature: float,
+    base: MonitorConfig,
+    source: str,
+    phase_ids: Sequence[np.ndarray] | None,
+) -> tuple[str, dict[str, float], list[list[FrameResult]]]:
+    """``(phase source, accuracy per source, the replay with the chosen source)``."""
+    has_classifier = replay.references.phase_weights is not None
+    accuracy: dict[str, float] = {}
+    runs_by_source: dict[str, list[list[FrameResult]]] = {}
+    if phase_ids is not None:
+        per_episode: dict[str, np.ndarray] = {}
+        for candidate in ("classifier", "alignment") if has_classifier else ("alignment",):
+            runs = runs_by_source[candidate] = replay.runs(temperature, candidate)
+            hits = [np.array([r.phase_id for r in run]) == p for run, p in zip(runs, phase_ids)]
+            accuracy[candidate] = float(np.mean(np.concatenate(hits)))
+            per_episode[candidate] = np.array([h.mean() for h in hits if h.size])
+        if base.phase_source == "auto":
+            source = (
+                choose_phase_source(per_episode["classifier"], per_episode["alignment"])
+                if has_classifier
+                else "alignment"
+            )
+    runs = runs_by_source.get(source) or replay.runs(temperature, source)
+    return source, accuracy, runs
+
+
+def _cross_fitted_maxima(
+    replay: _Replay,
+    temperature: float,
+    source: str,
+    progress: list[np.ndarray],
+    signals: list[dict[str, np.ndarray]],
+) -> tuple[np.ndarray, ProgressProfiles]:
+    """Detector maxima of every episode with profiles fitted on the OTHER half of the episodes.
+
+    Returns the maxima and the profiles fitted on all episodes (what the bundle keeps). With
+    fewer than 4 episodes the profiles are fitted and scored on the same episodes.
+    """
+    n = len(progress)
+    full = fit_profiles(progress, signals)
+    if n < 4:
+        return replay.maxima(temperature, source, full, range(n)), full
+    halves = [np.arange(0, n, 2), np.arange(1, n, 2)]
+    maxima = np.zeros((n, len(replay.free.detectors)))
+    for fit_on, score_on in (halves, halves[::-1]):
+        profiles = fit_profiles([progress[i] for i in fit_on], [signals[i] for i in fit_on])
+        maxima[score_on] = replay.maxima(temperature, source, profiles, score_on)
+    return maxima, full
 
 
 def calibrate(
@@ -45,151 +173,99 @@ def calibrate(
     config: MonitorConfig | None = None,
     stamps: Sequence[Sequence[float]] | None = None,
     margin: float = 1.2,
-    min_stall_seconds: float = 1.0,
-    min_backwards: float = 0.03,
-    min_skip_evidence: float = 0.5,
     progress: Sequence[np.ndarray] | None = None,
     phase_ids: Sequence[np.ndarray] | None = None,
+    pixels: Sequence[np.ndarray] | None = None,
+    method: str = "fused",
+    strict: bool = False,
+    monitor_class: type = ProgressMonitor,
 ) -> dict[str, Any]:
-    """Calibrate temperature and anomaly thresholds on held-out NORMAL episodes (embeddings).
+    """Calibrate the monitor on held-out NORMAL episodes (embeddings ``[N, D]`` each).
 
-    1. scale = median aligned distance over all frames (first pass, default temperature);
-       temperature = scale x factor. With ground-truth ``progress`` (and ``phase_ids``) per
-       episode the factor is chosen from :data:`TEMPERATURE_FACTORS` by the lowest
-       progress MAE + ``PHASE_ERROR_WEIGHT`` x phase error rate; else
-       :data:`DEFAULT_TEMPERATURE_FACTOR`. ``config.temperature`` overrides both.
-    2. phase source: with ``phase_ids`` and ``phase_source='auto'``, the classifier (when the
-       references have one) is recorded as ``phase_source`` if its per-episode accuracy gain over
-       the alignment is clearly positive (:func:`choose_phase_source`), else the alignment; both
-       accuracies are recorded in ``phase_accuracy``.
-    3. final pass: per-episode maxima of the off-trajectory statistic (m-th largest distance of
-       the last n frames), stall duration, backward fall and phase-skip evidence; each threshold
-       is the split-conformal quantile at ``false_alarm_rate / 4`` (Bonferroni over the four
-       detectors), so a nominal episode raises any alarm with probability <= ``false_alarm_rate``.
-       The ``min_*`` floors keep a detector from firing on any tiny value when the calibration
-       episodes never showed one; a skip threshold >= 1 switches that detector off (normal runs
-       skip phases as confidently as anomalies would).
+    1. temperature = median aligned distance x a factor chosen from :data:`TEMPERATURE_FACTORS`
+       by progress MAE + ``PHASE_ERROR_WEIGHT`` x phase error (with ground-truth ``progress`` /
+       ``phase_ids``; else :data:`DEFAULT_TEMPERATURE_FACTOR`); ``config.temperature`` wins.
+    2. phase source (``phase_source='auto'`` with ``phase_ids``): the classifier when its
+       per-episode gain over the alignment is clearly positive (:func:`choose_phase_source`).
+    3. normal profiles per progress bin (:func:`~tcc_model.stream.profiles.fit_profiles`) from
+       the episodes' aligned progress, embeddings and ``pixels`` (thumbnails ``[N, 768]``, needed
+       by the stillness and appearance detectors); each episode's detector maxima are measured
+       with profiles fitted on the other half (cross-fitting: no episode scores itself).
+    4. thresholds (:func:`~tcc_model.stream.thresholds.thresholds_from_maxima`, ``method``
+       ``fused`` or ``bonferroni``): outlying episodes excluded and counted, split-conformal at
+       ``false_alarm_rate`` per episode; too few episodes raise (``strict``) or fall back to
+       max x ``margin``, recorded as such. Each detector's state (on / off and why) is recorded.
 
-    Returns the calibration dict (also stored in ``references.calibration``).
+    ``monitor_class``: the monitor replayed (the nearest-neighbour baseline is calibrated on its
+    own replay). Returns the calibration dict (also stored in ``references.calibration``; the
+    profiles in ``references.profiles``).
     """
     if not 0 < false_alarm_rate < 1:
         raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
     if not episodes:
         raise ValueError("calibrate: no calibration episodes; pass held-out normal episodes")
-    for name, values in (("progress", progress), ("phase_ids", phase_ids)):
+    for name, values in (("progress", progress), ("phase_ids", phase_ids), ("pixels", pixels)):
         if values is not None and [len(v) for v in values] != [len(e) for e in episodes]:
             raise ValueError(f"calibrate: {name} must give one value per frame of every episode")
     base = config or MonitorConfig()
-    has_classifier = references.phase_weights is not None
     source = base.phase_source
     if source == "auto":
-        source = "classifier" if has_classifier else "alignment"
-    free = replace(
+        source = "classifier" if references.phase_weights is not None else "alignment"
+    n = len(episodes)
+    replay = _Replay(
+        references,
+        episodes,
+        list(stamps) if stamps is not None else [None] * n,
+        list(pixels) if pixels is not None else [None] * n,
         base,
-        distance_threshold=math.inf,
-        stall_seconds=math.inf,
-        backwards_threshold=math.inf,
-        skip_threshold=math.inf,
-        phase_source=source,
+        monitor_class,
     )
-    stamp_list = list(stamps) if stamps is not None else [None] * len(episodes)
-
-    def replay(temperature: float, phase_source: str = source) -> list[list[FrameResult]]:
-        config = replace(free, temperature=temperature, phase_source=phase_source)
-        monitor = ProgressMonitor(references, config)
-        return [monitor.run(e, s) for e, s in zip(episodes, stamp_list)]
-
-    first = replay(base.temperature or default_temperature(references))
-    distances = np.array([r.distance for run in first for r in run if r.valid])
-    scale = float(max(np.median(distances), 1e-6))
-    selection: dict[str, float] = {}
-    if base.temperature:
-        temperature, factor = base.temperature, float("nan")
-    elif progress is not None:
-        for f in TEMPERATURE_FACTORS:
-            runs = replay(scale * f)
-            abs_err = np.concatenate(
-                [np.abs(np.array([r.progress for r in run]) - p) for run, p in zip(runs, progress)]
-            )
-            score = float(np.nanmean(abs_err))
-            if phase_ids is not None:
-                wrong = np.concatenate(
-                    [np.array([r.phase_id for r in run]) != p for run, p in zip(runs, phase_ids)]
-                )
-                score += PHASE_ERROR_WEIGHT * float(np.mean(wrong))
-            selection[str(f)] = score
-        factor = float(min(selection, key=selection.get))
-        temperature = scale * factor
-    else:
-        factor = DEFAULT_TEMPERATURE_FACTOR
-        temperature = scale * factor
-    phase_accuracy: dict[str, float] = {}
-    if phase_ids is not None:
-        sources = ("classifier", "alignment") if has_classifier else ("alignment",)
-        episode_accuracy: dict[str, np.ndarray] = {}
-        for candidate in sources:
-            runs = replay(temperature, candidate)
-            hits = [np.array([r.phase_id for r in run]) == p for run, p in zip(runs, phase_ids)]
-            phase_accuracy[candidate] = float(np.mean(np.concatenate(hits)))
-            episode_accuracy[candidate] = np.array([h.mean() for h in hits if h.size])
-        if base.phase_source == "auto":
-            source = (
-                choose_phase_source(episode_accuracy["classifier"], episode_accuracy["alignment"])
-                if has_classifier
-                else "alignment"
-            )
-    free = replace(free, phase_source=source)
-    monitor = ProgressMonitor(references, replace(free, temperature=temperature))
-    per_episode: dict[str, list[float]] = {
-        "distance": [],
-        "stall_seconds": [],
-        "backwards": [],
-        "skip": [],
-    }
-    frames = 0
-    for emb, st in zip(episodes, stamp_list):
-        monitor.reset()
-        peaks = dict.fromkeys(per_episode, 0.0)
-        stamps_iter = st if st is not None else [None] * len(emb)
-        for e, s in zip(emb, stamps_iter):
-            if monitor.process_embedding(e, s).valid:
-                frames += 1
-                for key, value in monitor.statistics.items():
-                    peaks[key] = max(peaks[key], value)
-        for key in per_episode:
-            per_episode[key].append(peaks[key])
-    alpha = false_alarm_rate / 4.0
-    dist_thr, method = conformal_upper(per_episode["distance"], alpha, margin)
-    stall_thr, _ = conformal_upper(per_episode["stall_seconds"], alpha, margin)
-    back_thr, _ = conformal_upper(per_episode["backwards"], alpha, margin)
-    skip_thr, _ = conformal_upper(per_episode["skip"], alpha, margin)
-    calibration = {
-        "method": method,
-        "description": "per-episode maxima of detector statistics on held-out normal episodes; "
-        "split-conformal quantile at false_alarm_rate/4 per detector (max x margin when too few "
-        "episodes)",
+    temperature, factor, selection, scale, distances = _choose_temperature(
+        replay, base, source, progress, phase_ids
+    )
+    source, accuracy, runs = _choose_phase_source(replay, temperature, base, source, phase_ids)
+    aligned = [np.array([r.progress for r in run], dtype=np.float64) for run in runs]
+    signals = [
+        episode_signals(e, p, base.motion_lag, base.direction_lag)
+        for e, p in zip(episodes, replay.pixels)
+    ]
+    maxima, profiles = _cross_fitted_maxima(replay, temperature, source, aligned, signals)
+    names = list(base.detectors)
+    fitted = thresholds_from_maxima(maxima, names, false_alarm_rate, method, strict, margin)
+    has_pixels = pixels is not None
+    states = detector_states(fitted["thresholds"], maxima, names, has_pixels)
+    calibration: dict[str, Any] = {
+        "method": fitted["method"],
+        "description": "per-episode maxima of the detector statistics on held-out normal "
+        "episodes (profiles cross-fitted on the other half); outliers excluded; split-conformal "
+        f"bound at the false-alarm rate ({method})",
         "false_alarm_rate": false_alarm_rate,
-        "episodes_needed_for_conformal": math.ceil((1 - alpha) / alpha),
+        "episodes_needed": fitted["episodes_needed"],
+        "episodes_needed_for_conformal": fitted["episodes_needed"],
+        "achieved_false_alarm_rate": fitted["achieved_rate"],
         "margin": margin,
-        "num_episodes": len(episodes),
-        "num_frames": frames,
+        "num_episodes": n - len(fitted["excluded"]),
+        "num_excluded": len(fitted["excluded"]),
+        "excluded_episodes": fitted["excluded"],
+        "num_frames": int(sum(len(e) for e in episodes)),
         "temperature": temperature,
         "temperature_factor": factor,
         "temperature_selection": selection,
         "median_aligned_distance": scale,
         "phase_source": source,
-        "phase_accuracy": phase_accuracy,
-        "distance_threshold": dist_thr,
-        "stall_seconds": max(stall_thr, min_stall_seconds),
-        "backwards_threshold": max(back_thr, min_backwards),
-        "skip_threshold": max(skip_thr, min_skip_evidence),
+        "phase_accuracy": accuracy,
+        "detectors": names,
+        "detector_states": states,
         "rest_phases": list(base.rest_phases),
         "off_trajectory_m": base.off_trajectory_m,
         "off_trajectory_n": base.off_trajectory_n,
         "aligned_distance_quantiles": {
             q: float(np.quantile(distances, float(q))) for q in ("0.5", "0.9", "0.99")
         },
-        "episode_maxima": {k: [float(v) for v in vals] for k, vals in per_episode.items()},
+        "episode_maxima": {k: maxima[:, i].tolist() for i, k in enumerate(names)},
     }
+    for name, spec in DETECTORS.items():
+        calibration[spec.threshold] = fitted["thresholds"].get(name, math.inf)
     references.calibration = calibration
+    references.profiles = profiles
     return calibration

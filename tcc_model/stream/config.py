@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -13,15 +14,100 @@ import numpy as np
 from tcc_model.errors import ConfigError, safe_text
 from tcc_model.stream.phase import PHASE_SOURCES
 
-CALIBRATED_THRESHOLDS = (
-    "distance_threshold",
-    "stall_seconds",
-    "backwards_threshold",
-    "skip_threshold",
-)  # the calibration keys read by the monitors, in MonitorConfig order
-CALIBRATED_SETTINGS = ("temperature", "phase_source", "rest_phases", *CALIBRATED_THRESHOLDS)
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """One anomaly detector: what it reports, which setting holds its threshold, what it sees."""
+
+    name: str
+    kind: str  # FrameResult.anomaly_kind when it fires
+    threshold: str  # MonitorConfig field (and calibration key) of its threshold
+    statistic: str  # unit of the statistic compared with the threshold
+    needs_pixels: bool
+    sees: str
+
+
+DETECTORS: dict[str, DetectorSpec] = {
+    d.name: d
+    for d in (
+        DetectorSpec(
+            "off_trajectory",
+            "off_trajectory",
+            "distance_threshold",
+            "embedding distance",
+            False,
+            "distance of the embedding to the aligned reference band: the m-th largest of the "
+            "last n frames",
+        ),
+        DetectorSpec(
+            "stillness",
+            "stalled",
+            "still_seconds",
+            "seconds",
+            True,
+            "image motion (RMS change of a 16x16 thumbnail over motion_lag frames) below "
+            "still_ratio x the normal motion at that progress: seconds of consecutive still "
+            "frames outside rest phases",
+        ),
+        DetectorSpec(
+            "direction",
+            "backwards",
+            "direction_threshold",
+            "backward fraction",
+            False,
+            "direction of the embedding's motion over direction_lag frames against the normal "
+            "direction at that progress: mean over direction_frames of max(0, -cos) x "
+            "min(1, speed / normal speed)",
+        ),
+        DetectorSpec(
+            "appearance",
+            "appearance_change",
+            "appearance_threshold",
+            "robust z-score",
+            True,
+            "thumbnail change since the episode's first frame against the normal change at that "
+            "progress (median, 1.4826 MAD): the appearance_m-th largest z of the last "
+            "appearance_n frames",
+        ),
+        DetectorSpec(
+            "phase_skip",
+            "phase_skipped",
+            "skip_threshold",
+            "1 - peak probability",
+            False,
+            "the committed phase jumped over a phase whose probability stayed low",
+        ),
+        DetectorSpec(
+            "progress_stall",
+            "stalled",
+            "stall_seconds",
+            "seconds",
+            False,
+            "aligned progress advancing less than stall_min_advance (the filter's prior keeps it "
+            "moving: weak for real stalls)",
+        ),
+        DetectorSpec(
+            "progress_backwards",
+            "backwards",
+            "backwards_threshold",
+            "progress",
+            False,
+            "fall of the aligned progress from its running peak",
+        ),
+    )
+}
+DEFAULT_DETECTORS = ("off_trajectory", "stillness", "direction", "appearance", "phase_skip")
+CALIBRATED_THRESHOLDS = tuple(d.threshold for d in DETECTORS.values())
+"""The calibration keys read by the monitors (one threshold per detector)."""
+CALIBRATED_SETTINGS = (
+    "temperature",
+    "phase_source",
+    "rest_phases",
+    "detectors",
+    *CALIBRATED_THRESHOLDS,
+)
 """MonitorConfig fields :func:`monitor_config` takes from the bundle's calibration."""
-ANOMALY_KINDS = ("off_trajectory", "stalled", "backwards", "phase_skipped")
+ANOMALY_KINDS = tuple(dict.fromkeys(d.kind for d in DETECTORS.values()))
 
 # Anomaly scores are each detector's statistic divided by its calibrated threshold (the largest
 # ratio wins), so one fixed threshold applies to every kind.
@@ -53,6 +139,16 @@ class MonitorConfig:
     skip_threshold: float | None = None
     skip_hold_frames: int = 5
     fps: float | None = None
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
+    still_seconds: float | None = None
+    still_ratio: float = 0.25
+    motion_lag: int = 2
+    direction_threshold: float | None = None
+    direction_lag: int = 3
+    direction_frames: int = 4
+    appearance_threshold: float | None = None
+    appearance_m: int = 3
+    appearance_n: int = 5
 
     def __post_init__(self) -> None:
         if self.window < 4 or not 0 <= self.window_back < self.window:
@@ -73,6 +169,15 @@ class MonitorConfig:
             raise ConfigError("MonitorConfig: need 1 <= off_trajectory_m <= off_trajectory_n")
         if not 0 < self.evidence_decay <= 1:
             raise ConfigError("MonitorConfig.evidence_decay must be in (0, 1]")
+        unknown = [d for d in self.detectors if d not in DETECTORS]
+        if unknown:
+            raise ConfigError(
+                f"MonitorConfig.detectors: unknown {unknown}; choose from {list(DETECTORS)}"
+            )
+        if not 1 <= self.appearance_m <= self.appearance_n:
+            raise ConfigError("MonitorConfig: need 1 <= appearance_m <= appearance_n")
+        if min(self.motion_lag, self.direction_lag, self.direction_frames) < 1:
+            raise ConfigError("MonitorConfig: motion_lag, direction_lag, direction_frames >= 1")
         if self.phase_source not in PHASE_SOURCES:
             raise ConfigError(
                 f"MonitorConfig.phase_source must be one of {PHASE_SOURCES}, "
@@ -99,6 +204,7 @@ class FrameResult:
     anomaly_score: float = float("nan")
     anomaly: bool = False
     anomaly_kind: str = ""
+    detector: str = ""  # the detector that fired (a key of DETECTORS), "" when none
     anomaly_description: str = ""
     frames_since_onset: int = -1
     latency_s: float = 0.0
@@ -111,12 +217,12 @@ class FrameResult:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Resolved anomaly thresholds (``inf`` disables a detector)."""
+    """Resolved threshold per detector name (``inf``: the detector cannot fire)."""
 
-    distance: float
-    stall_seconds: float
-    backwards: float
-    skip: float
+    values: dict[str, float]
+
+    def __getitem__(self, name: str) -> float:
+        return self.values.get(name, math.inf)
 
 
 class EmbeddingEngine(Protocol):

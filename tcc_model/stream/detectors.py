@@ -1,34 +1,117 @@
-"""Anomaly detectors: per-frame statistics, each divided by its calibrated threshold."""
+"""Anomaly detectors: per-frame statistics, each divided by its calibrated threshold.
+
+What each detector sees is in :data:`tcc_model.stream.config.DETECTORS`; the largest ratio
+statistic / threshold is the frame's anomaly score and names the detector that fired.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from tcc_model.stream.config import ANOMALY_SCORE_THRESHOLD, MonitorConfig, Thresholds
+import numpy as np
+
+from tcc_model.stream.config import (
+    ANOMALY_SCORE_THRESHOLD,
+    DETECTORS,
+    MonitorConfig,
+    Thresholds,
+)
+from tcc_model.stream.profiles import ProgressProfiles
+
+
+def _ratio(value: float, threshold: float) -> float:
+    if not math.isfinite(threshold):
+        return 0.0
+    return value / threshold if threshold > 0 else (math.inf if value > 0 else 0.0)
+
+
+def _mth_largest(values: deque[float], m: int) -> float:
+    return sorted(values)[-m] if len(values) >= m else 0.0
 
 
 class AnomalyTracker:
-    """Stateful anomaly rules fed with (time, progress, distance, phase) per valid frame."""
+    """Stateful anomaly rules fed once per valid frame (see :meth:`update`)."""
 
     def __init__(
-        self, thresholds: Thresholds, config: MonitorConfig, phase_names: Sequence[str]
+        self,
+        thresholds: Thresholds,
+        config: MonitorConfig,
+        phase_names: Sequence[str],
+        profiles: ProgressProfiles | None = None,
+        off_reasons: Mapping[str, str] | None = None,
     ) -> None:
         self.thresholds, self.config, self.phase_names = thresholds, config, list(phase_names)
+        self.profiles = profiles
         self.rest = {i for i, n in enumerate(phase_names) if n in set(config.rest_phases)}
+        self._off = dict(off_reasons or {})
+        self._saw_pixels: bool | None = None
         self.reset()
 
     def reset(self) -> None:
-        self.distances: deque[float] = deque(maxlen=self.config.off_trajectory_n)
+        cfg = self.config
+        self.distances: deque[float] = deque(maxlen=cfg.off_trajectory_n)
+        self.appearance: deque[float] = deque(maxlen=cfg.appearance_n)
+        self.backward: deque[float] = deque(maxlen=cfg.direction_frames)
         self.anchor_progress = float("nan")
         self.anchor_time = 0.0
+        self.still_since: float | None = None
         self.peak = -math.inf
         self.skip_countdown = 0
         self.skip_evidence = 0.0
         self.skip_text = ""
         self.onset_frame = -1
-        self.statistics = {"distance": 0.0, "stall_seconds": 0.0, "backwards": 0.0, "skip": 0.0}
+        self.statistics: dict[str, float] = dict.fromkeys(DETECTORS, 0.0)
+
+    @property
+    def states(self) -> dict[str, str]:
+        """Per enabled detector: ``on``, ``off: why`` or ``inactive: why`` (for diagnostics)."""
+        out = {}
+        for name in self.config.detectors:
+            spec = DETECTORS[name]
+            if name in self._off:
+                out[name] = f"off: {self._off[name]}"
+            elif not math.isfinite(self.thresholds[name]):
+                out[name] = "off: no finite threshold (not calibrated; run tcc_model.reference)"
+            elif name in ("stillness", "direction", "appearance") and self.profiles is None:
+                out[name] = "inactive: the references have no normal profiles (recalibrate)"
+            elif spec.needs_pixels and self.profiles is not None and not self.profiles.has_pixels:
+                out[name] = "inactive: calibrated without pixels"
+            elif spec.needs_pixels and self._saw_pixels is False:
+                out[name] = "inactive: no pixels in this stream (pass frames or thumbnails)"
+            else:
+                out[name] = f"on (threshold {self.thresholds[name]:.4g} {spec.statistic})"
+        return out
+
+    def _profile_statistics(
+        self, t: float, progress: float, resting: bool, signals: Mapping[str, Any]
+    ) -> None:
+        """Stillness, direction and appearance statistics against the normal profiles."""
+        prof, cfg, stats = self.profiles, self.config, self.statistics
+        if prof is None:
+            return
+        b = prof.bin(progress)
+        velocity = signals.get("velocity")
+        if velocity is not None:
+            speed = float(np.linalg.norm(velocity))
+            cos = float(velocity @ prof.direction[b]) / speed if speed > 0 else 0.0
+            strength = min(1.0, speed / prof.speed[b]) if prof.speed[b] > 0 else 1.0
+            self.backward.append(max(0.0, -cos) * strength)
+            stats["direction"] = float(np.mean(self.backward))
+        motion, change = signals.get("motion"), signals.get("change")
+        self._saw_pixels = bool(self._saw_pixels) or motion is not None
+        if motion is None or not prof.has_pixels:
+            return
+        still = motion < cfg.still_ratio * prof.motion[b] and not resting
+        if not still:
+            self.still_since = None
+        elif self.still_since is None:
+            self.still_since = t
+        stats["stillness"] = t - self.still_since if self.still_since is not None else 0.0
+        self.appearance.append((change - prof.change_center[b]) / prof.change_scale[b])
+        stats["appearance"] = _mth_largest(self.appearance, cfg.appearance_m)
 
     def update(
         self,
@@ -40,13 +123,12 @@ class AnomalyTracker:
         jumped: list[int],
         skip_evidence: float,
         previous_phase: int,
-    ) -> tuple[float, str, str, int]:
-        cfg, thr = self.config, self.thresholds
-        # off_trajectory: the m-th largest of the last n distances.
+        signals: Mapping[str, Any] | None = None,
+    ) -> tuple[float, str, str, str, int]:
+        """``(score, kind, detector, description, frames since onset)`` of one valid frame."""
+        cfg, stats = self.config, self.statistics
         self.distances.append(distance)
-        m = cfg.off_trajectory_m
-        dist_stat = sorted(self.distances)[-m] if len(self.distances) >= m else 0.0
-        # stalled: time since progress last moved by stall_min_advance.
+        stats["off_trajectory"] = _mth_largest(self.distances, cfg.off_trajectory_m)
         resting = phase_id in self.rest or progress >= cfg.end_progress
         if (
             resting
@@ -54,58 +136,62 @@ class AnomalyTracker:
             or abs(progress - self.anchor_progress) > cfg.stall_min_advance
         ):
             self.anchor_progress, self.anchor_time = progress, t
-        stall_s = max(0.0, t - self.anchor_time)
-        # backwards: fall from the running peak.
+        stats["progress_stall"] = max(0.0, t - self.anchor_time)
         self.peak = max(self.peak, progress)
-        back = self.peak - progress
+        stats["progress_backwards"] = self.peak - progress
         if jumped:  # a skip's evidence is held for skip_hold_frames frames
             self.skip_countdown = cfg.skip_hold_frames
             self.skip_evidence = skip_evidence
             names = ", ".join(self._name(p) for p in jumped)
             self.skip_text = (
                 f"phase(s) {names} skipped: {self._name(previous_phase)} -> {self._name(phase_id)} "
-                f"(peak probability {1.0 - skip_evidence:.2f}, limit {1.0 - thr.skip:.2f})"
+                f"(peak probability {1.0 - skip_evidence:.2f}, limit "
+                f"{1.0 - self.thresholds['phase_skip']:.2f})"
             )
-        skip = self.skip_evidence if self.skip_countdown > 0 else 0.0
-        self.statistics = {
-            "distance": dist_stat,
-            "stall_seconds": stall_s,
-            "backwards": back,
-            "skip": skip,
-        }
-
-        ratios = {
-            "off_trajectory": _ratio(dist_stat, thr.distance),
-            "stalled": _ratio(stall_s, thr.stall_seconds),
-            "backwards": _ratio(back, thr.backwards),
-            "phase_skipped": _ratio(skip, thr.skip),
-        }
+        stats["phase_skip"] = self.skip_evidence if self.skip_countdown > 0 else 0.0
         self.skip_countdown = max(0, self.skip_countdown - 1)
-        kind = max(ratios, key=ratios.get)
-        score = ratios[kind]
+        self._profile_statistics(t, progress, resting, signals or {})
+        ratios = {
+            name: _ratio(stats[name], self.thresholds[name])
+            for name in cfg.detectors
+            if name not in self._off
+        }
+        detector = max(ratios, key=ratios.__getitem__) if ratios else ""
+        score = ratios.get(detector, 0.0)
         if score <= ANOMALY_SCORE_THRESHOLD:
             self.onset_frame = -1
-            return score, "", "", -1
+            return score, "", "", "", -1
         if self.onset_frame < 0:
             self.onset_frame = frame_index
-        descriptions = {
-            "off_trajectory": f"distance to the reference {dist_stat:.3g} above {thr.distance:.3g} "
-            f"in {m} of the last {cfg.off_trajectory_n} frames",
-            "stalled": f"progress stuck near {progress:.2f} for {stall_s:.1f} s "
-            f"(limit {thr.stall_seconds:.1f} s) in phase {self._name(phase_id)}",
-            "backwards": f"progress fell from {self.peak:.2f} to {progress:.2f} "
-            f"(limit {thr.backwards:.2f})",
-            "phase_skipped": self.skip_text,
+        description = self._describe(detector, progress, phase_id)
+        return (
+            score,
+            DETECTORS[detector].kind,
+            detector,
+            description,
+            frame_index - self.onset_frame,
+        )
+
+    def _describe(self, detector: str, progress: float, phase_id: int) -> str:
+        stat, thr, cfg = self.statistics[detector], self.thresholds[detector], self.config
+        where = f"at progress {progress:.2f} in phase {self._name(phase_id)}"
+        texts = {
+            "off_trajectory": f"distance to the reference {stat:.3g} above {thr:.3g} in "
+            f"{cfg.off_trajectory_m} of the last {cfg.off_trajectory_n} frames",
+            "stillness": f"nothing moves for {stat:.1f} s (limit {thr:.1f} s) {where}",
+            "direction": f"moving against the normal direction (backward fraction {stat:.2f}, "
+            f"limit {thr:.2f}) {where}",
+            "appearance": f"the scene changed since the start more than normal runs do "
+            f"(z {stat:.1f}, limit {thr:.1f}) {where}",
+            "phase_skip": self.skip_text,
+            "progress_stall": f"progress stuck near {progress:.2f} for {stat:.1f} s "
+            f"(limit {thr:.1f} s) in phase {self._name(phase_id)}",
+            "progress_backwards": f"progress fell from {self.peak:.2f} to {progress:.2f} "
+            f"(limit {thr:.2f})",
         }
-        return score, kind, descriptions[kind], frame_index - self.onset_frame
+        return texts[detector]
 
     def _name(self, phase_id: int) -> str:
         if 0 <= phase_id < len(self.phase_names):
             return self.phase_names[phase_id]
         return str(phase_id)
-
-
-def _ratio(value: float, threshold: float) -> float:
-    if not math.isfinite(threshold):
-        return 0.0
-    return value / threshold if threshold > 0 else (math.inf if value > 0 else 0.0)

@@ -6,15 +6,16 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import astuple, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from tcc_model.preprocess import resize_frames
 from tcc_model.stream.config import (
-    CALIBRATED_THRESHOLDS,
+    DEFAULT_DETECTORS,
+    DETECTORS,
     EmbeddingEngine,
     FrameResult,
     MonitorConfig,
@@ -23,6 +24,7 @@ from tcc_model.stream.config import (
 from tcc_model.stream.detectors import AnomalyTracker
 from tcc_model.stream.features import FrameFeatureCache
 from tcc_model.stream.phase import PhaseTracker, phase_probabilities
+from tcc_model.stream.profiles import SignalState, thumbnail
 from tcc_model.stream.references import ReferenceSet, check_bundle_id
 
 _LOG = logging.getLogger("tcc_model.stream")
@@ -52,48 +54,14 @@ class MonitorBase:
         if not isinstance(references, ReferenceSet):
             raise ValueError(f"references must be a ReferenceSet, got {type(references).__name__}")
         self.references = references
-        self.config = config or MonitorConfig()
-        rest = references.calibration.get("rest_phases")
-        if rest and not self.config.rest_phases:  # the phases calibrated as rest
-            self.config = replace(self.config, rest_phases=tuple(str(p) for p in rest))
+        self.config = _with_calibrated_lists(config or MonitorConfig(), references.calibration)
         self.engine = engine
         self.feature_cache: FrameFeatureCache | None = None
         if engine is not None:
             check_bundle_id(references, engine.bundle_id)
             pre = engine.preprocess
             self.feature_cache = FrameFeatureCache(pre.context_frames, pre.context_stride)
-        cal = references.calibration
-        inf = math.inf
-        self.thresholds = Thresholds(
-            distance=_pick(self.config.distance_threshold, cal.get("distance_threshold"), inf),
-            stall_seconds=_pick(self.config.stall_seconds, cal.get("stall_seconds"), inf),
-            backwards=_pick(self.config.backwards_threshold, cal.get("backwards_threshold"), inf),
-            skip=_pick(self.config.skip_threshold, cal.get("skip_threshold"), inf),
-        )
-        configured = (
-            self.config.distance_threshold,
-            self.config.stall_seconds,
-            self.config.backwards_threshold,
-            self.config.skip_threshold,
-        )
-        if all(v is None for v in configured) and not any(
-            map(math.isfinite, astuple(self.thresholds))
-        ):
-            _LOG.warning(
-                "references are not calibrated and no thresholds are configured: anomaly "
-                "detection is off; run `python -m tcc_model.reference` or set MonitorConfig"
-            )
-        missing = [
-            key
-            for key, value in zip(CALIBRATED_THRESHOLDS, configured)
-            if cal and value is None and key not in cal
-        ]
-        if missing:
-            _LOG.warning(
-                "the references' calibration has no %s (made by an older version): those "
-                "detectors are off; run `python -m tcc_model.reference` again to calibrate them",
-                ", ".join(missing),
-            )
+        self.thresholds, off = _resolve_thresholds(self.config, references.calibration)
         fps = self.config.fps or references.frame_rate
         self.fps = fps if math.isfinite(fps) and fps > 0 else 10.0
         self.num_phases = len(references.phase_names)
@@ -109,9 +77,14 @@ class MonitorBase:
         # The classifier's input window: this frame and the lagged ones (valid frames only).
         self._recent: deque[np.ndarray] = deque(maxlen=1 + max(references.phase_lags, default=0))
         self._phase = PhaseTracker(self.num_phases, self.config.phase_margin)
-        self._anomaly = AnomalyTracker(self.thresholds, self.config, references.phase_names)
+        self._anomaly = AnomalyTracker(
+            self.thresholds, self.config, references.phase_names, references.profiles, off
+        )
+        self._signals = SignalState(self.config.motion_lag, self.config.direction_lag)
         self.frame_index = 0
         self.invalid_frames = 0
+        unset = {n for n, d in DETECTORS.items() if getattr(self.config, d.threshold) is None}
+        _warn_about_detectors({k: v for k, v in self._anomaly.states.items() if k in unset})
 
     # -- public API ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -121,6 +94,7 @@ class MonitorBase:
         self._recent.clear()
         self._phase.reset()
         self._anomaly.reset()
+        self._signals.reset()
         if self.feature_cache is not None:
             self.feature_cache.reset()
         self._reset_alignment()
@@ -129,6 +103,11 @@ class MonitorBase:
     def statistics(self) -> dict[str, float]:
         """Raw detector statistics of the last valid frame (used by calibration)."""
         return dict(self._anomaly.statistics)
+
+    @property
+    def detector_states(self) -> dict[str, str]:
+        """Per enabled detector ``on (threshold ...)``, ``off: why`` or ``inactive: why``."""
+        return self._anomaly.states
 
     def process_frame(self, frame: np.ndarray, stamp: float | None = None) -> FrameResult:
         """Encode one RGB uint8 ``[H, W, 3]`` frame (once), embed it with its cached context."""
@@ -144,12 +123,21 @@ class MonitorBase:
         features = _to_numpy(self.engine.encode_frames(frame[None]))[0]
         self.feature_cache.push(features)
         emb = _to_numpy(self.engine.embed(self.feature_cache.context()[None]))[0]
-        return self.process_embedding(emb, stamp, _start=start)
+        return self.process_embedding(emb, stamp, pixels=thumbnail(frame), _start=start)
 
     def process_embedding(
-        self, embedding: np.ndarray, stamp: float | None = None, *, _start: float | None = None
+        self,
+        embedding: np.ndarray,
+        stamp: float | None = None,
+        pixels: np.ndarray | None = None,
+        *,
+        _start: float | None = None,
     ) -> FrameResult:
-        """Align one embedding ``[D]`` (or ``[1, D]``); invalid input gives ``valid=False``."""
+        """Align one embedding ``[D]`` (or ``[1, D]``); invalid input gives ``valid=False``.
+
+        ``pixels``: the frame's :func:`~tcc_model.stream.profiles.thumbnail` (what
+        :meth:`process_frame` passes), needed by the stillness and appearance detectors.
+        """
         start = time.perf_counter() if _start is None else _start
         index = self.frame_index
         self.frame_index += 1
@@ -179,8 +167,17 @@ class MonitorBase:
         previous = self._phase.current
         phase_id, confidence, jumped, skip_evidence = self._phase.update(phase_probs)
         phase_progress = out.pop("phase_progress_fn")(phase_id)
-        score, kind, description, since = self._anomaly.update(
-            index, t, out["progress"], out["distance"], phase_id, jumped, skip_evidence, previous
+        signals = self._signals.update(emb, pixels)
+        score, kind, detector, description, since = self._anomaly.update(
+            index,
+            t,
+            out["progress"],
+            out["distance"],
+            phase_id,
+            jumped,
+            skip_evidence,
+            previous,
+            signals,
         )
         return FrameResult(
             frame_index=index,
@@ -192,6 +189,7 @@ class MonitorBase:
             anomaly_score=score,
             anomaly=bool(kind),
             anomaly_kind=kind,
+            detector=detector,
             anomaly_description=description,
             frames_since_onset=since,
             latency_s=time.perf_counter() - start,
@@ -200,12 +198,22 @@ class MonitorBase:
         )
 
     def run(
-        self, embeddings: np.ndarray, stamps: Sequence[float] | None = None
+        self,
+        embeddings: np.ndarray,
+        stamps: Sequence[float] | None = None,
+        pixels: np.ndarray | None = None,
     ) -> list[FrameResult]:
-        """Reset, then feed ``embeddings [N, D]`` one by one (offline replay of an episode)."""
+        """Reset, then feed ``embeddings [N, D]`` one by one (offline replay of an episode).
+
+        ``pixels [N, 768]``: the frames' thumbnails (:func:`~tcc_model.stream.profiles.thumbnails`).
+        """
         self.reset()
-        stamps_list = list(stamps) if stamps is not None else [None] * len(embeddings)
-        return [self.process_embedding(e, s) for e, s in zip(embeddings, stamps_list)]
+        n = len(embeddings)
+        stamps_list = list(stamps) if stamps is not None else [None] * n
+        pixel_list = list(pixels) if pixels is not None else [None] * n
+        return [
+            self.process_embedding(e, s, p) for e, s, p in zip(embeddings, stamps_list, pixel_list)
+        ]
 
     # -- to implement ---------------------------------------------------------------------------
     def _reset_alignment(self) -> None:
@@ -226,3 +234,47 @@ def _to_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def _with_calibrated_lists(config: MonitorConfig, calibration: Mapping[str, Any]) -> MonitorConfig:
+    """Rest phases and detectors from the calibration where the config keeps the defaults."""
+    changes: dict[str, Any] = {}
+    if calibration.get("rest_phases") and not config.rest_phases:
+        changes["rest_phases"] = tuple(str(p) for p in calibration["rest_phases"])
+    if calibration.get("detectors") and config.detectors == DEFAULT_DETECTORS:
+        changes["detectors"] = tuple(str(d) for d in calibration["detectors"])
+    return replace(config, **changes) if changes else config
+
+
+def _resolve_thresholds(
+    config: MonitorConfig, calibration: Mapping[str, Any]
+) -> tuple[Thresholds, dict[str, str]]:
+    """Threshold per detector (config, else calibration, else inf) and why detectors are off."""
+    values = {
+        name: _pick(getattr(config, spec.threshold), calibration.get(spec.threshold), math.inf)
+        for name, spec in DETECTORS.items()
+    }
+    off = {
+        name: str(entry.get("reason", "calibration switched it off"))
+        for name, entry in dict(calibration.get("detector_states", {})).items()
+        if isinstance(entry, Mapping)
+        and entry.get("state") == "off"
+        and getattr(config, DETECTORS[name].threshold) is None
+    }
+    return Thresholds(values), off
+
+
+def _warn_about_detectors(states: Mapping[str, str]) -> None:
+    """Log every enabled detector that cannot fire (never switched off silently)."""
+    silent = {k: v for k, v in states.items() if not v.startswith(("on", "inactive"))}
+    if silent and len(silent) == len(states):
+        _LOG.warning(
+            "anomaly detection is off: %s; run `python -m tcc_model.reference` or set the "
+            "MonitorConfig thresholds",
+            "; ".join(f"{k} {v}" for k, v in silent.items()),
+        )
+    elif silent:
+        _LOG.warning(
+            "anomaly detectors that cannot fire: %s",
+            "; ".join(f"{k} {v}" for k, v in silent.items()),
+        )

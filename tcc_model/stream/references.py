@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tcc_model.errors import ReferencesError, safe_text, wrap_errors
+from tcc_model.stream.profiles import ProgressProfiles
 from tcc_model.utils import atomic_path, write_text_atomic
 
 REFERENCES_NPZ = "references.npz"
@@ -53,7 +54,8 @@ class ReferenceSet:
     ``phase_weights [K, D * (1 + len(phase_lags))]`` and ``phase_bias [K]`` (optional, from
     :func:`fit_phase_classifier`) are a linear softmax classifier of the phase from the frame's
     embedding and its differences to the embeddings ``phase_lags`` frames earlier
-    (:func:`lagged_features`).
+    (:func:`lagged_features`). ``profiles`` (from :func:`calibrate`) are the normal motion,
+    direction and appearance change per progress bin that the image detectors compare with.
     """
 
     embeddings: list[np.ndarray]
@@ -68,6 +70,7 @@ class ReferenceSet:
     phase_weights: np.ndarray | None = None
     phase_bias: np.ndarray | None = None
     phase_lags: tuple[int, ...] = ()
+    profiles: ProgressProfiles | None = None
 
     def __post_init__(self) -> None:
         if not self.embeddings:
@@ -210,6 +213,7 @@ class ReferenceSet:
                         if self.phase_weights is not None
                         else {}
                     ),
+                    **(self.profiles.to_arrays() if self.profiles is not None else {}),
                 )
         meta = {
             "format_version": REFERENCES_FORMAT_VERSION,
@@ -243,6 +247,9 @@ class ReferenceSet:
             with np.load(npz_path, allow_pickle=False) as data:
                 arrays = {k: np.asarray(data[k]) for k in _NPZ_ARRAYS}
                 classifier = {k: np.asarray(data[k]) for k in _NPZ_CLASSIFIER if k in data.files}
+                profiles = ProgressProfiles.from_arrays(
+                    {k: np.asarray(data[k]) for k in data.files if k.startswith("profile_")}
+                )
             offsets = arrays["offsets"]
             emb = arrays["embeddings"]
             if (
@@ -272,6 +279,7 @@ class ReferenceSet:
                     ],
                     fps=[float("nan") if f is None else float(f) for f in meta.get("fps", [])],
                     calibration=dict(meta.get("calibration", {})),
+                    profiles=profiles,
                     **classifier,
                 )
             except ReferencesError as exc:

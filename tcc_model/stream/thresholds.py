@@ -1,0 +1,170 @@
+"""Thresholds from the per-episode maxima of the detector statistics on normal episodes.
+
+Two methods, both split-conformal (a new normal episode raises any alarm with probability
+<= the asked false-alarm rate when the calibration episodes are exchangeable with it):
+
+* ``fused``: every statistic is divided by its normal scale (the median of its per-episode maxima,
+  floored), the episode's fused score is the largest ratio, and ONE conformal quantile ``T`` of
+  the fused scores at the rate gives each detector the threshold ``T x scale``;
+* ``bonferroni``: each detector's own conformal quantile at rate / number of detectors.
+
+Before that, calibration episodes whose fused score is far outside the others (above the upper
+quartile + 3 x the interquartile range, at most 5% of them) are excluded and counted: one
+anomalous or broken calibration run must not switch a detector off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tcc_model.errors import ConfigError
+from tcc_model.stream.config import DETECTORS
+
+CALIBRATION_METHODS = ("fused", "bonferroni")
+#: Smallest threshold per detector (a detector must not fire on any tiny value).
+THRESHOLD_FLOORS = {
+    "off_trajectory": 0.0,
+    "stillness": 1.0,
+    "direction": 0.2,
+    "appearance": 2.0,
+    "phase_skip": 0.5,
+    "progress_stall": 1.0,
+    "progress_backwards": 0.03,
+}
+#: Threshold at or above which a detector cannot fire (its statistic never gets there).
+THRESHOLD_CEILINGS = {"direction": 1.0, "phase_skip": 1.0}
+_MAX_EXCLUDED_SHARE = 0.05
+
+
+def conformal_rank(n: int, alpha: float) -> int:
+    """1-based rank of the split-conformal upper bound among ``n`` scores (> n: too few)."""
+    return math.ceil((n + 1) * (1.0 - alpha))
+
+
+def episodes_needed(alpha: float) -> int:
+    """Fewest calibration episodes for a conformal bound at per-episode rate ``alpha``."""
+    return math.ceil((1.0 - alpha) / alpha - 1e-9)
+
+
+def conformal_upper(
+    scores: Sequence[float], alpha: float, margin: float = 1.2
+) -> tuple[float, str]:
+    """Split-conformal upper bound: P(new score > bound) <= alpha for exchangeable scores.
+
+    The bound is the ``ceil((n + 1)(1 - alpha))``-th smallest score. With too few scores for
+    that rank, the maximum times ``margin`` is returned (method ``max_times_margin``).
+    """
+    values = np.sort(np.asarray(scores, dtype=np.float64))
+    if values.size == 0:
+        raise ValueError("conformal_upper: no calibration scores")
+    rank = conformal_rank(values.size, alpha)
+    if rank <= values.size:
+        return float(values[rank - 1]), "conformal"
+    return float(values[-1] * margin), "max_times_margin"
+
+
+def normal_scales(maxima: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Per detector: median of the per-episode maxima, floored (``[K]``)."""
+    floors = np.array([max(THRESHOLD_FLOORS.get(n, 0.0), 1e-9) for n in names])
+    return np.maximum(np.median(maxima, axis=0), floors) if len(maxima) else floors
+
+
+def outlier_episodes(maxima: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Indices of calibration episodes whose fused score lies far above the others."""
+    n = len(maxima)
+    if n < 8:
+        return np.zeros(0, dtype=np.int64)
+    fused = np.max(maxima / normal_scales(maxima, names), axis=1)
+    q1, q3 = np.quantile(fused, [0.25, 0.75])
+    far = np.flatnonzero(fused > q3 + 3.0 * max(q3 - q1, 1e-9))
+    worst = far[np.argsort(-fused[far])]
+    return np.sort(worst[: int(_MAX_EXCLUDED_SHARE * n) or 1])
+
+
+def _too_few(n: int, alpha: float, rate: float, method: str) -> ConfigError:
+    needed = episodes_needed(alpha)
+    feasible = 1.0 / (n + 1) * (rate / alpha)
+    return ConfigError(
+        f"calibration: {n} normal episodes cannot support a false-alarm rate of {rate:g} per "
+        f"episode with the {method} method: it needs at least {needed}; give more normal "
+        f"episodes (--calib-dataset / --calib-episodes; `python -m tcc_model.data.sim_pouring "
+        f"--anomaly-rate 0` renders them) or ask for --false-alarm-rate >= {feasible:.3g}"
+    )
+
+
+def thresholds_from_maxima(
+    maxima: np.ndarray,
+    names: Sequence[str],
+    rate: float,
+    method: str = "fused",
+    strict: bool = False,
+    margin: float = 1.2,
+) -> dict[str, Any]:
+    """Thresholds per detector from ``maxima [episodes, detectors]`` of normal episodes.
+
+    Returns ``thresholds`` (name -> value), ``excluded`` (episode indices), ``method``
+    (``fused`` / ``bonferroni``, or ``..._max_times_margin`` when there were too few episodes
+    and ``strict`` is False; ``strict`` raises :class:`ConfigError` naming the count needed),
+    ``episodes_needed`` and ``achieved_rate`` (share of kept episodes that any threshold flags).
+    """
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"calibration method {method!r}: choose from {CALIBRATION_METHODS}")
+    names = list(names)
+    maxima = np.asarray(maxima, dtype=np.float64).reshape(-1, len(names))
+    excluded = outlier_episodes(maxima, names)
+    kept = np.delete(maxima, excluded, axis=0)
+    n = len(kept)
+    alpha = rate if method == "fused" else rate / max(len(names), 1)
+    enough = conformal_rank(n, alpha) <= n
+    if not enough and strict:
+        raise _too_few(n, alpha, rate, method)
+    label = method if enough else f"{method}_max_times_margin"
+    floors = np.array([THRESHOLD_FLOORS.get(name, 0.0) for name in names])
+    if method == "fused":
+        scales = normal_scales(kept, names)
+        bound, _ = conformal_upper(np.max(kept / scales, axis=1), alpha, margin)
+        values = np.maximum(bound * scales, floors)
+    else:
+        values = np.array(
+            [conformal_upper(kept[:, k], alpha, margin)[0] for k in range(len(names))]
+        )
+        values = np.maximum(values, floors)
+    flagged = (kept > values[None, :]).any(axis=1) if n else np.zeros(0, dtype=bool)
+    return {
+        "thresholds": dict(zip(names, values.tolist())),
+        "excluded": excluded.tolist(),
+        "method": label,
+        "episodes_needed": episodes_needed(alpha),
+        "achieved_rate": float(flagged.mean()) if n else float("nan"),
+    }
+
+
+def detector_states(
+    thresholds: Mapping[str, float], maxima: np.ndarray, names: Sequence[str], has_pixels: bool
+) -> dict[str, dict[str, Any]]:
+    """Per detector: ``state`` on/off, its threshold, the largest normal value and why off."""
+    states: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(names):
+        value = float(thresholds[name])
+        top = float(np.max(maxima[:, k])) if len(maxima) else float("nan")
+        reason = ""
+        if DETECTORS[name].needs_pixels and not has_pixels:
+            reason = "the calibration episodes came without pixels (thumbnails)"
+        elif not math.isfinite(value):
+            reason = "no finite threshold from the calibration episodes"
+        elif value >= (1.0 - 1e-3) * THRESHOLD_CEILINGS.get(name, math.inf):
+            reason = (
+                f"normal episodes reach {top:.4g}: the threshold {value:.4g} is at the "
+                f"statistic's ceiling {THRESHOLD_CEILINGS[name]:g}, so it could never fire"
+            )
+        states[name] = {
+            "state": "off" if reason else "on",
+            "threshold": value,
+            "normal_max": top,
+            "reason": reason,
+        }
+    return states
