@@ -38,6 +38,11 @@ class PreprocessConfig:
         return cls(**d)
 
 
+def context_span(context_frames: int, context_stride: int) -> int:
+    """Frames one embedding's context spans: ``(k - 1) * stride + 1`` (16 for the default)."""
+    return (int(context_frames) - 1) * int(context_stride) + 1
+
+
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """Resize RGB uint8 frames ``[N, H, W, 3]`` (or one ``[H, W, 3]``) to ``size × size``.
 

@@ -197,7 +197,7 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
 
 def test_check_clean_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     make_dataset(tmp_path, {"train": 2, "val": 1}, fmt="mp4")
-    assert check_main([str(tmp_path)]) == 0
+    assert check_main([str(tmp_path), "--min-frames", "12"]) == 0
     out = capsys.readouterr().out
     assert "3 episodes" in out and "36 frames" in out and "train 2" in out
 
@@ -273,7 +273,7 @@ def _break_truncated_json(split: Path) -> str:
 def test_check_reports_each_problem(tmp_path: Path, capsys: pytest.CaptureFixture, breaker) -> None:
     make_dataset(tmp_path, {"train": 2})
     expected = breaker(tmp_path / "train")
-    assert check_main([str(tmp_path)]) == 1
+    assert check_main([str(tmp_path), "--min-frames", "8"]) == 1
     lines = capsys.readouterr().out.splitlines()
     problems = [line for line in lines if not line.startswith("warning:")]
     assert any(expected in line for line in problems), lines
@@ -291,6 +291,77 @@ def test_check_unreadable_mp4(tmp_path: Path) -> None:
 def test_check_not_a_dataset(tmp_path: Path) -> None:
     assert check_main([str(tmp_path / "nothing")]) == 1
     assert not check_dataset(tmp_path).ok  # empty folder: no splits
+
+
+def _problems_and_warnings(capsys: pytest.CaptureFixture) -> tuple[list[str], list[str]]:
+    lines = capsys.readouterr().out.splitlines()
+    return [x for x in lines if not x.startswith(("warning:", "ok:"))], [
+        x for x in lines if x.startswith("warning:")
+    ]
+
+
+def test_check_flags_videos_shorter_than_the_context_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    make_dataset(tmp_path, {"train": 1, "val": 1})
+    assert check_main([str(tmp_path)]) == 1
+    problems, _ = _problems_and_warnings(capsys)
+    assert len(problems) == 2 and all(
+        "12 frames, shorter than the model's context window of 16 frames" in p
+        and "Kendall's tau is undefined" in p
+        for p in problems
+    )
+    assert check_main([str(tmp_path), "--min-frames", "12"]) == 0
+
+
+def test_check_accepts_a_flat_folder_of_videos_and_says_validation_reuses_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tcc_model.data.registry import load_dataset_split
+
+    write_video(tmp_path / "a.mp4", make_frames(20), fps=10.0)
+    write_video(tmp_path / "b.mp4", make_frames(18), fps=10.0)
+    write_episode(tmp_path, "c", make_frames(16), make_labels(16), "png")  # a frame folder
+    (tmp_path / "c.json").unlink()
+    assert check_main([str(tmp_path)]) == 0
+    problems, warnings = _problems_and_warnings(capsys)
+    assert problems == []
+    assert any("trains and validates on the same videos" in w for w in warnings)
+    assert check_dataset(tmp_path).frames == {"(flat)": 54}
+    # the same folder is what training reads
+    assert len(load_dataset_split(f"folder:{tmp_path}", "val")) == 3
+    write_video(tmp_path / "short.mp4", make_frames(6), fps=10.0)
+    assert check_main([str(tmp_path)]) == 1
+    assert "short.mp4: 6 frames, shorter than" in capsys.readouterr().out
+
+
+def test_check_accepts_unlabelled_split_folders(tmp_path: Path, capsys) -> None:
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        write_video(tmp_path / split / "x.mp4", make_frames(20), fps=10.0)
+    assert check_main([str(tmp_path)]) == 0
+    _, warnings = _problems_and_warnings(capsys)
+    assert sum("unlabelled videos" in w for w in warnings) == 2
+
+
+def test_check_catches_split_folders_the_manifest_does_not_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    make_dataset(tmp_path, {"train": 1, "val": 1}, n=16)
+    write_episode(tmp_path / "test", "ep000", make_frames(16), make_labels(16), "png")
+    assert check_main([str(tmp_path)]) == 1
+    problems, _ = _problems_and_warnings(capsys)
+    assert problems == [
+        f"{tmp_path / 'test'}: split folder not listed in {tmp_path / 'manifest.json'} (splits: "
+        "train, val); an interrupted or foreign conversion? remove the folder, or convert it "
+        "again so the manifest lists it"
+    ]
+    import shutil
+
+    shutil.rmtree(tmp_path / "test")
+    shutil.rmtree(tmp_path / "val")
+    assert check_main([str(tmp_path)]) == 1
+    assert "lists split 'val' (1 episodes) but" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- TFRecord import:
@@ -429,7 +500,7 @@ def test_convert_lossless_jpeg_folders(tmp_path: Path, capsys: pytest.CaptureFix
     assert [p.read_bytes() for p in stored] == jpegs_a  # frames copied unchanged
     assert first.load_frames().shape == (6, 16, 16, 3)
     assert read_manifest(out)["splits"] == {"train": 2}
-    assert check_dataset(out).ok
+    assert check_dataset(out, min_frames=1).ok  # 6-frame test videos
 
 
 def test_convert_mp4_with_names_and_resize(tmp_path: Path) -> None:

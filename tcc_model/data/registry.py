@@ -164,8 +164,8 @@ def _resolve_folder(spec: str) -> Path:
         raise DatasetError(f"{path}: folder not found (from --dataset {spec})")
     if (
         not _has_labelled_splits(path)
-        and not _unlabelled_entries(path)
-        and not any(_unlabelled_entries(d) for d in path.iterdir() if d.is_dir())
+        and not unlabelled_entries(path)
+        and not any(unlabelled_entries(d) for d in path.iterdir() if d.is_dir())
     ):
         raise DatasetError(
             f"{path}: holds neither a dataset (train/ val/ test/ with <episode>.json) nor videos "
@@ -207,7 +207,7 @@ def _is_frame_folder(path: Path) -> bool:
     return path.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
 
 
-def _unlabelled_entries(folder: Path) -> list[Path]:
+def unlabelled_entries(folder: Path) -> list[Path]:
     """Videos and frame folders directly inside ``folder``, sorted by name."""
     return sorted(
         p
@@ -217,7 +217,7 @@ def _unlabelled_entries(folder: Path) -> list[Path]:
     )
 
 
-def _probe_video(path: Path) -> tuple[int, float]:
+def probe_video(path: Path) -> tuple[int, float]:
     """(frame count, fps) without decoding pixels; frame folders count their images."""
     if path.is_dir():
         count = sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -244,8 +244,8 @@ def unlabelled_episodes(folder: str | os.PathLike, split: str) -> list[Episode]:
     """Episodes for the videos/frame folders in ``folder`` (no label files): ``phase_ids=None``."""
     folder = Path(folder)
     episodes = []
-    for entry in _unlabelled_entries(folder):
-        num_frames, fps = _probe_video(entry)
+    for entry in unlabelled_entries(folder):
+        num_frames, fps = probe_video(entry)
         name = entry.stem if entry.is_file() else entry.name
         labels = EpisodeLabels(video=entry.name, fps=fps, num_frames=num_frames)
         episodes.append(Episode(name, split, folder / f"{name}.json", labels))
@@ -262,7 +262,7 @@ def load_dataset_split(name: str, split: str, **kwargs) -> list[Episode]:
         episodes = unlabelled_episodes(split_dir, split)
         if episodes:
             return episodes
-    if any(_unlabelled_entries(d) for d in root.iterdir() if d.is_dir() and d.name in SPLITS):
+    if any(unlabelled_entries(d) for d in root.iterdir() if d.is_dir() and d.name in SPLITS):
         raise DatasetError(f"{split_dir}: split {split!r} not found or holds no videos")
     episodes = unlabelled_episodes(root, split)  # flat folder: every split is all videos
     if not episodes:
