@@ -18,13 +18,14 @@ of the head, and of the encoder when it is trained from scratch).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
+from tcc_model.config import from_mapping, to_dict
+from tcc_model.errors import ConfigError
 from tcc_model.losses import (
     SaLClassifier,
     compute_alignment_loss,
@@ -33,51 +34,83 @@ from tcc_model.losses import (
     tcn_npairs_loss,
 )
 
-ALGOS = ("tcc", "tcn", "sal", "tcc+tcn", "tcc+sal", "tcc+sal+tcn", "supervised")
+AlgoName = Literal["tcc", "tcn", "sal", "tcc+tcn", "tcc+sal", "tcc+sal+tcn", "supervised"]
+ALGOS: tuple[str, ...] = get_args(AlgoName)
 
 
 @dataclass
 class AlgoConfig:
     """Loss hyper-parameters (the reference ``CONFIG.ALIGNMENT/TCN/SAL/ALIGNMENT_SAL_TCN``)."""
 
-    name: str = "tcc"
-    # TCC (ALIGNMENT)
-    loss_type: str = "regression_mse_var"
-    similarity_type: str = "l2"
+    # training algorithm (see the module docstring)
+    name: AlgoName = "tcc"
+    # TCC: cycle-back loss (classification or regression to the cycled-back index)
+    loss_type: Literal[
+        "classification", "regression_mse", "regression_mse_var", "regression_huber"
+    ] = "regression_mse_var"
+    # TCC: similarity of embeddings, negative squared L2 distance or cosine
+    similarity_type: Literal["l2", "cosine"] = "l2"
+    # TCC: softmax temperature of the soft nearest neighbour
     temperature: float = 0.1
+    # TCC classification loss: label smoothing
     label_smoothing: float = 0.1
+    # TCC regression_mse_var: weight of the log-variance term
     variance_lambda: float = 0.001
+    # TCC regression_huber: Huber delta
     huber_delta: float = 0.1
+    # TCC: regress frame indices divided by the video length
     normalize_indices: bool = True
+    # TCC: L2-normalise embeddings before the similarity
     normalize_embeddings: bool = False
+    # TCC: random cycles (num_cycles = int(B * T * fraction)) instead of every frame
     stochastic_matching: bool = False
+    # TCC: videos in a cycle
     cycle_length: int = 2
-    fraction: float = 1.0  # stochastic matching: num_cycles = int(B * T * fraction)
-    # TCN
+    # TCC stochastic matching: fraction of frames that start a cycle
+    fraction: float = 1.0
+    # TCN: the positive is drawn from this many frames before the anchor
     tcn_positive_window: int = 5
+    # TCN: weight of the embedding-norm regulariser
     tcn_reg_lambda: float = 0.002
-    # SaL
+    # SaL: triplets per video
     sal_num_samples: int = 8
+    # SaL: fraction of shuffled (negative) triplets
     sal_shuffle_fraction: float = 0.75
-    # combinations
+    # combinations: weight of TCC
     alignment_weight: float = 0.33
+    # tcc+sal+tcn: weight of SaL (TCN gets the rest)
     sal_weight: float = 0.33
-    # regularisation
+    # L2 regularisation weight (mean of the layers' sums of squares)
     l2_weight: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.name not in ALGOS:
-            raise ValueError(f"unknown algo {self.name!r}; valid: {', '.join(ALGOS)}")
+            raise ConfigError(f"unknown algo {self.name!r}; valid: {', '.join(ALGOS)}")
+        checks = [
+            ("temperature", self.temperature > 0, "> 0"),
+            ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, "in [0, 1)"),
+            ("variance_lambda", self.variance_lambda >= 0, ">= 0"),
+            ("huber_delta", self.huber_delta > 0, "> 0"),
+            ("cycle_length", self.cycle_length >= 2, ">= 2"),
+            ("fraction", 0.0 < self.fraction <= 1.0, "in (0, 1]"),
+            ("tcn_positive_window", self.tcn_positive_window >= 1, ">= 1"),
+            ("sal_num_samples", self.sal_num_samples >= 1, ">= 1"),
+            ("sal_shuffle_fraction", 0.0 <= self.sal_shuffle_fraction <= 1.0, "in [0, 1]"),
+            ("l2_weight", self.l2_weight >= 0, ">= 0"),
+        ]
+        for key, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"algo.{key}={getattr(self, key)!r}: expected {expected}")
         if self.name == "tcc+sal+tcn":
             w_tcn = 1.0 - self.alignment_weight - self.sal_weight
             if min(self.alignment_weight, self.sal_weight, w_tcn) < 0:
-                raise ValueError(
+                raise ConfigError(
                     "algo.alignment_weight + algo.sal_weight must be <= 1 and both >= 0, got "
                     f"{self.alignment_weight} + {self.sal_weight}"
                 )
         elif not 0.0 <= self.alignment_weight <= 1.0:
-            raise ValueError(
-                f"algo.alignment_weight must be in [0, 1], got {self.alignment_weight}"
+            raise ConfigError(
+                f"algo.alignment_weight={self.alignment_weight}: expected a value in [0, 1]"
             )
 
     @property
@@ -100,15 +133,13 @@ class AlgoConfig:
         return {"tcc": w_a, "sal": self.sal_weight, "tcn": 1.0 - w_a - self.sal_weight}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain-Python dict (YAML/JSON/checkpoint friendly)."""
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AlgoConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown algo config keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**d)
+        """Inverse of :meth:`to_dict`: keys and value types checked (ConfigError naming them)."""
+        return from_mapping(cls, d, "algo")
 
 
 def l2_regularization(modules: list[nn.Module], weight: float) -> Tensor:

@@ -12,77 +12,89 @@ Every module is ONNX-exportable: no data-dependent Python control flow in ``forw
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from tcc_model.config import from_mapping, to_dict
+from tcc_model.errors import ConfigError
 from tcc_model.preprocess import Normalize, PreprocessConfig
 
 ENCODERS = ("resnet50_conv4c", "vggm", "light")
 HEADS = ("paper_conv3d", "light")
 TRAIN_BASE_MODES = ("only_bn", "all", "none")
+STEMS = ("conv", "space_to_depth")
 
 
 @dataclass
 class ModelConfig:
     """Architecture of an :class:`Embedder`; stored in checkpoints and bundles."""
 
-    encoder: str = "light"
-    head: str = "light"
+    # per-frame encoder: the paper's ResNet-50 up to conv4c, its VGG-M, or the light CPU net
+    encoder: Literal["resnet50_conv4c", "vggm", "light"] = "light"
+    # context head: the paper's 3-D conv embedder or the light one
+    head: Literal["paper_conv3d", "light"] = "light"
+    # side of the square network input in pixels (frames are resized to it)
     image_size: int = 112
+    # frames per embedding (the main frame and k-1 earlier ones, oldest first)
     context_frames: int = 2
+    # frames between two context frames
     context_stride: int = 15
+    # dimension D of the embedding
     embedding_size: int = 128
+    # per-channel RGB mean and std of the input normalisation (0..1 units)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    train_base: str = "only_bn"
+    # which ResNet parameters train: only BatchNorm, all, or none (frozen base)
+    train_base: Literal["only_bn", "all", "none"] = "only_bn"
+    # local torchvision resnet50 ImageNet state dict (resnet50_conv4c only); nothing downloads
     backbone_weights: str | None = None
+    # dropout before the head's fully connected layers
     dropout: float = 0.1
-    head_channels: int | None = None  # None: 512 for 'paper_conv3d', 128 for 'light'
-    fc_channels: int | None = None  # None: 512 for 'paper_conv3d', 256 for 'light'
+    # head conv channels; None: 512 for 'paper_conv3d', 128 for 'light'
+    head_channels: int | None = None
+    # head FC width; None: 512 for 'paper_conv3d', 256 for 'light'
+    fc_channels: int | None = None
+    # width of the light encoder (its channels: w/2, w, 2w, 2w, 4w)
     light_width: int = 32
+    # first stage of the light encoder: 'conv' (3x3 stride-2 conv on the image) or
+    # 'space_to_depth' (2x2 pixel blocks to channels, then a 2x2 conv: fewer, wider GEMMs)
+    stem: Literal["conv", "space_to_depth"] = "conv"
+    # free-form notes carried along (not used by the code)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(m) for m in self.mean)
         self.std = tuple(float(s) for s in self.std)
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"model.encoder must be one of {ENCODERS}, got {self.encoder!r}")
-        if self.head not in HEADS:
-            raise ValueError(f"model.head must be one of {HEADS}, got {self.head!r}")
-        if self.train_base not in TRAIN_BASE_MODES:
-            raise ValueError(
-                f"model.train_base must be one of {TRAIN_BASE_MODES}, got {self.train_base!r}"
-            )
-        if self.context_frames < 1:
-            raise ValueError(f"model.context_frames must be >= 1, got {self.context_frames}")
-        if self.context_stride < 0:
-            raise ValueError(f"model.context_stride must be >= 0, got {self.context_stride}")
-        if self.image_size < 32:
-            raise ValueError(f"model.image_size must be >= 32, got {self.image_size}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("model.mean/std must have 3 entries each and std must be > 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        checks = [
+            ("context_frames", self.context_frames >= 1, ">= 1"),
+            ("context_stride", self.context_stride >= 0, ">= 0"),
+            ("image_size", self.image_size >= 32, ">= 32"),
+            ("embedding_size", self.embedding_size >= 1, ">= 1"),
+            ("light_width", self.light_width >= 2, ">= 2"),
+            ("std", len(self.std) == 3 and min(self.std) > 0, "3 values > 0"),
+            ("mean", len(self.mean) == 3, "3 values"),
+            ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            ("encoder", self.encoder in ENCODERS, f"one of {ENCODERS}"),
+            ("head", self.head in HEADS, f"one of {HEADS}"),
+            ("train_base", self.train_base in TRAIN_BASE_MODES, f"one of {TRAIN_BASE_MODES}"),
+            ("stem", self.stem in STEMS, f"one of {STEMS}"),
+        ]
+        for key, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"model.{key}={getattr(self, key)!r}: expected {expected}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (YAML/JSON/checkpoint friendly)."""
-        d = dataclasses.asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**d)
+        """Inverse of :meth:`to_dict`: keys and value types checked (ConfigError naming them)."""
+        return from_mapping(cls, d, "model")
 
     def preprocess_config(self) -> PreprocessConfig:
         """The :class:`PreprocessConfig` matching this model."""
@@ -333,11 +345,22 @@ class Embedder(nn.Module):
         """``[N, k, C, h, w]`` context features (oldest first) → embeddings ``[N, D]``."""
         return self.head(context_features)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """``[B, T*k, H, W, 3]`` (k consecutive context frames per step) → ``[B, T, D]``."""
+    def forward(self, frames: torch.Tensor, frame_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, T*k, H, W, 3]`` (k consecutive context frames per step) → ``[B, T, D]``.
+
+        ``frame_ids [B, T*k]`` (training only): each frame's index in its video; frames of a
+        video with equal ids are equal, and each distinct one is encoded once (see
+        :func:`distinct_positions`). In training mode BatchNorm then normalises with the
+        statistics of the distinct frames.
+        """
         b, tk, h, w, c = frames.shape
         k = self.context_frames
-        feats = self.encoder(frames.reshape(b * tk, h, w, c))
+        flat = frames.reshape(b * tk, h, w, c)
+        if frame_ids is None:
+            feats = self.encoder(flat)
+        else:
+            inverse, first = distinct_positions(frame_ids)
+            feats = self.encoder(flat[first])[inverse]
         feats = feats.reshape(b * (tk // k), k, *feats.shape[1:])
         emb = self.head(feats)
         return emb.reshape(b, tk // k, emb.shape[-1])
@@ -349,9 +372,23 @@ class Embedder(nn.Module):
             self.encoder.eval()
         return self
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters with ``requires_grad`` (respects ``train_base``)."""
-        return [p for p in self.parameters() if p.requires_grad]
+
+def distinct_positions(frame_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deduplicate the frames of a batch by ``(video, frame_ids [B, N])``.
+
+    Returns ``(inverse [B*N], first [U])``: ``first`` holds the flat position of the first
+    occurrence of each of the U distinct frames, and ``x[first][inverse] == x`` for any per-frame
+    ``x`` whose equal-id frames are equal.
+    """
+    b, n = frame_ids.shape
+    video = torch.arange(b, device=frame_ids.device).unsqueeze(1)
+    key = (frame_ids.long() + video * (int(frame_ids.max()) + 1)).reshape(-1)
+    _, inverse = torch.unique(key, return_inverse=True)
+    count = int(inverse.max()) + 1
+    positions = torch.arange(b * n, device=key.device)
+    first = torch.full((count,), b * n, dtype=torch.long, device=key.device)
+    first = first.scatter_reduce(0, inverse, positions, "amin")
+    return inverse, first
 
 
 def _apply_train_base(encoder: nn.Module, mode: str) -> None:

@@ -69,7 +69,7 @@ def test_model_config_round_trip_and_validation():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="encoder"):
         ModelConfig(encoder="resnet18")
-    with pytest.raises(ValueError, match="unknown model config keys"):
+    with pytest.raises(ValueError, match="model: unknown key widht; valid keys: encoder"):
         ModelConfig.from_dict({"encoder": "light", "widht": 3})
 
 

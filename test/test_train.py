@@ -17,6 +17,7 @@ import torch
 
 from tcc_model.algos import ALGOS, AlgoConfig, TrainingAlgo, split_even_odd
 from tcc_model.checkpoint import load_checkpoint
+from tcc_model.config import merge
 from tcc_model.data.format import (
     EpisodeLabels,
     key_events_from_phase_ids,
@@ -24,7 +25,7 @@ from tcc_model.data.format import (
     write_episode,
     write_manifest,
 )
-from tcc_model.train import DEFAULT_CONFIG, Trainer, _merge, batch_positions, main
+from tcc_model.train import DEFAULT_CONFIG, Trainer, TrainingConfig, batch_positions, main
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +68,8 @@ def toy(tmp_path_factory) -> Path:
 
 
 def small_config(**train) -> dict:
-    config = _merge(
+    config = merge(
+        TrainingConfig,
         DEFAULT_CONFIG,
         {
             "model": {"image_size": SIZE, "context_stride": 4, "light_width": 16},
@@ -352,10 +354,9 @@ def test_cosine_schedule_warms_up_decays_and_is_applied(toy, tmp_path):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(rates[9])
 
 
-def test_unknown_schedule_is_rejected_before_training(toy, tmp_path):
-    config = small_config(lr_schedule="step")
-    with pytest.raises(ValueError, match="lr_schedule 'step'"):
-        Trainer(config, tmp_path, train_episodes=load_split(toy, "train"), val_episodes=[])
+def test_unknown_schedule_is_rejected_with_the_config():
+    with pytest.raises(ValueError, match="lr_schedule=step: expected one of 'constant', 'cosine'"):
+        small_config(lr_schedule="step")
 
 
 def test_anomalous_episodes_are_excluded_unless_asked(toy, tmp_path):
