@@ -18,11 +18,10 @@ Each command prints a JSON summary and writes it to ``--out`` (default ``applica
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -189,7 +188,9 @@ def anomaly_auroc(
 # CLI
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from tcc_model.cli import add_checkpoint_arg, add_device_arg
+
     p = argparse.ArgumentParser(
         prog="python -m tcc_model.applications",
         description="Measure annotation transfer, retrieval or anomaly scoring on a dataset.",
@@ -201,14 +202,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         ("anomaly", "score frames by distance to normal train runs; report AUROC"),
     ):
         s = sub.add_parser(name, help=help_text)
-        s.add_argument("--checkpoint", required=True)
+        add_checkpoint_arg(s)
         s.add_argument("--dataset", required=True, help="sim_pouring, pouring, folder:PATH ...")
         s.add_argument("--data-root", default=None)
         s.add_argument(
             "--split", default=None, help="evaluated split (default: val; anomaly: test)"
         )
         s.add_argument("--out", default="applications_out")
-        s.add_argument("--device", default=None)
+        add_device_arg(s)
         s.add_argument("--max-videos", type=int, default=None, help="cap videos per split")
         s.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "transfer":
@@ -219,7 +220,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _embed_split(model, ckpt: dict, args: argparse.Namespace, split: str):
+def _embed_split(model: Any, ckpt: dict, args: argparse.Namespace, split: str) -> list[Any]:
     from tcc_model.evaluate import dataset_kwargs_from_checkpoint, embed_split
 
     return embed_split(
@@ -233,69 +234,82 @@ def _embed_split(model, ckpt: dict, args: argparse.Namespace, split: str):
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    try:
-        from tcc_model.checkpoint import load_model
-        from tcc_model.utils import pick_device, write_text_atomic
+def _measure(args: argparse.Namespace, train: list[Any], evald: list[Any], split: str) -> dict:
+    """The chosen application's scores on the embedded splits."""
+    from tcc_model.errors import DatasetError
 
-        if not Path(args.checkpoint).is_file():
-            raise ValueError(f"--checkpoint {args.checkpoint}: file not found")
-        model, ckpt = load_model(args.checkpoint, device=pick_device(args.device))
-        split = args.split or ("test" if args.command == "anomaly" else "val")
-        train = _embed_split(model, ckpt, args, "train")
-        evald = _embed_split(model, ckpt, args, split)
-        normal_train = [v for v in train if v.anomaly is None]
-        result: dict = {
-            "command": args.command,
-            "checkpoint": args.checkpoint,
-            "dataset": args.dataset,
-            "split": split,
-        }
-        if args.command in ("transfer", "retrieve"):
-            src = [v for v in normal_train if v.phase_ids is not None]
-            dst = [v for v in evald if v.anomaly is None and v.phase_ids is not None]
-            if not src or not dst:
-                raise ValueError(f"{args.dataset}: needs phase labels in train and {split}")
-            if args.command == "transfer":
-                src = src[: args.sources]
-                result["transfer"] = transfer_accuracy(
-                    [v.embs for v in src],
-                    [v.phase_ids for v in src],
-                    [v.embs for v in dst],
-                    [v.phase_ids for v in dst],
-                    args.method,
-                )
-                result["transfer"]["num_sources"] = len(src)
-            else:
-                result["precision_at_k"] = retrieval_precision(
-                    [v.embs for v in dst],
-                    [v.phase_ids for v in dst],
-                    [v.embs for v in src],
-                    [v.phase_ids for v in src],
-                    args.k,
-                )
-        else:
-            if not any(v.anomaly is not None for v in evald):
-                raise ValueError(
-                    f"split {split!r} of {args.dataset} has no anomalous episodes; pick another "
-                    "--split or generate the dataset with anomalies"
-                )
-            result["anomaly"] = anomaly_auroc(
-                [v.embs for v in normal_train],
-                [v.embs for v in evald],
-                [v.anomaly_mask for v in evald],
-                [v.anomaly for v in evald],
+    normal_train = [v for v in train if v.anomaly is None]
+    if args.command in ("transfer", "retrieve"):
+        src = [v for v in normal_train if v.phase_ids is not None]
+        dst = [v for v in evald if v.anomaly is None and v.phase_ids is not None]
+        if not src or not dst:
+            raise DatasetError(
+                f"{args.dataset}: {args.command} needs phase-labelled normal videos in train and "
+                f"{split} (found {len(src)} and {len(dst)}); label them (docs/DATASET_FORMAT.md)"
             )
-        out = Path(args.out)
-        text = json.dumps(result, indent=1)
-        write_text_atomic(out / f"{args.command}.json", text + "\n")
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(text)
+        if args.command == "transfer":
+            src = src[: args.sources]
+            out = transfer_accuracy(
+                [v.embs for v in src],
+                [v.phase_ids for v in src],
+                [v.embs for v in dst],
+                [v.phase_ids for v in dst],
+                args.method,
+            )
+            return {"transfer": {**out, "num_sources": len(src)}}
+        precision = retrieval_precision(
+            [v.embs for v in dst],
+            [v.phase_ids for v in dst],
+            [v.embs for v in src],
+            [v.phase_ids for v in src],
+            args.k,
+        )
+        return {"precision_at_k": precision}
+    if not any(v.anomaly is not None for v in evald):
+        raise DatasetError(
+            f"split {split!r} of {args.dataset} has no anomalous episodes; pick another "
+            "--split or generate the dataset with anomalies"
+        )
+    scores = anomaly_auroc(
+        [v.embs for v in normal_train],
+        [v.embs for v in evald],
+        [v.anomaly_mask for v in evald],
+        [v.anomaly for v in evald],
+    )
+    return {"anomaly": scores}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Embed train and the evaluated split, measure one application, write its JSON."""
+    from tcc_model.checkpoint import load_model
+    from tcc_model.cli import check_checkpoint, check_device, print_written, stage
+    from tcc_model.reporting import strict_json
+    from tcc_model.utils import pick_device, write_text_atomic
+
+    args = _parse_args(argv)
+    check_checkpoint(args.checkpoint)
+    device = pick_device(check_device(args.device))
+    with stage(f"loading {args.checkpoint}"):
+        model, ckpt = load_model(args.checkpoint, device=device)
+    split = args.split or ("test" if args.command == "anomaly" else "val")
+    train = _embed_split(model, ckpt, args, "train")
+    evald = _embed_split(model, ckpt, args, split)
+    result: dict = {
+        "command": args.command,
+        "checkpoint": str(args.checkpoint),
+        "dataset": args.dataset,
+        "split": split,
+        **_measure(args, train, evald, split),
+    }
+    path = Path(args.out) / f"{args.command}.json"
+    text = strict_json(result, indent=1)
+    write_text_atomic(path, text)
+    print(text, end="")
+    print_written({args.command: path})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tcc_model.cli import entry_point
+
+    entry_point(main)

@@ -9,25 +9,29 @@ Reads ``eval/metrics.json``, ``bundle/bundle.yaml``, ``bundle/references.json`` 
 
 from __future__ import annotations
 
+import argparse
 import json
-import math
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tcc_model.errors import UserError, wrap_errors
+from tcc_model.reporting import fmt as _fmt
 from tcc_model.utils import write_text_atomic
-
-
-def _fmt(value: Any, pattern: str = "{:.3f}") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return pattern.format(value) if isinstance(value, int | float) else str(value)
 
 
 def _joined(values: list[Any], pattern: str = "{}") -> str:
     return " / ".join(_fmt(v, pattern) for v in values)
+
+
+def _read(path: Path, step: str) -> Any:
+    """Parse one step's JSON/YAML output; a damaged file names itself and the step."""
+    import yaml
+
+    fix = f"run the demo's {step} step again (make demo)"
+    with wrap_errors(UserError, path, fix, extra=(yaml.YAMLError,)):
+        text = path.read_text()
+        return yaml.safe_load(text) if path.suffix == ".yaml" else json.loads(text)
 
 
 def summary_rows(demo_dir: Path) -> list[tuple[str, str]]:
@@ -41,10 +45,12 @@ def summary_rows(demo_dir: Path) -> list[tuple[str, str]]:
     for step, path in paths.items():
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: the demo's {step} step did not finish")
-    head = json.loads(paths["evaluation"].read_text())["headline"]
-    bundle = yaml.safe_load(paths["bundle"].read_text())
-    live = json.loads(paths["live run"].read_text())
-    refs = json.loads(paths["references"].read_text())
+    data = {step: _read(path, step) for step, path in paths.items()}
+    for step, value in data.items():
+        if not isinstance(value, dict):
+            raise UserError(f"{paths[step]}: expected a mapping; run the demo's {step} step again")
+    head = data["evaluation"].get("headline", {})
+    bundle, live, refs = data["bundle"], data["live run"], data["references"]
     parity = bundle.get("verification", {}).get("max_abs_diff_embeddings")
     pct = "{:.1%}"
     return [
@@ -80,25 +86,27 @@ def summary_rows(demo_dir: Path) -> list[tuple[str, str]]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m tcc_ros.demo_summary DEMO_DIR", file=sys.stderr)
-        return 2
-    demo_dir = Path(args[0])
-    try:
-        rows = summary_rows(demo_dir)
-    except (FileNotFoundError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the demo report and write it to ``DEMO_DIR/report.md``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tcc_ros.demo_summary", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("demo_dir", type=Path, help="folder of make demo's outputs (runs/demo)")
+    demo_dir = parser.parse_args(argv).demo_dir
+    rows = summary_rows(demo_dir)
     width = max(len(name) for name, _ in rows)
     lines = ["| metric | value |", "|---|---|", *(f"| {n} | {v} |" for n, v in rows)]
     write_text_atomic(demo_dir / "report.md", "# Demo report\n\n" + "\n".join(lines) + "\n")
-    print("\n== demo report (" + str(demo_dir / "report.md") + ")")
+    print("\n== demo report")
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")
+    from tcc_model.cli import print_written
+
+    print_written({"report": demo_dir / "report.md"})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tcc_model.cli import entry_point
+
+    entry_point(main)

@@ -222,3 +222,21 @@ def test_align_cli_writes_video_and_mapping(tmp_path, capsys):
     (tmp_path / "bundle" / "bundle.yaml").write_text("{}")
     assert run_main(align.main, [*args[:3], str(tmp_path / "bundle")]) == 2
     assert "is a bundle folder, not a training checkpoint" in capsys.readouterr().err
+
+
+def test_applications_cli_errors_are_one_line(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from tcc_model.cli import run_main
+    from tcc_model.errors import DatasetError
+
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "bundle.yaml").write_text("{}")
+    args = ["transfer", "--checkpoint", str(tmp_path / "bundle"), "--dataset", "sim_pouring"]
+    assert run_main(app.main, args) == 2
+    err = capsys.readouterr().err
+    assert "is a bundle folder, not a training checkpoint" in err and err.count("\n") == 1
+    unlabelled = [SimpleNamespace(anomaly=None, phase_ids=None, embs=_trajectory(5))]
+    ns = SimpleNamespace(command="transfer", dataset="folder:x")
+    with pytest.raises(DatasetError, match="needs phase-labelled normal videos in train and val"):
+        app._measure(ns, unlabelled, unlabelled, "val")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tcc_model.cli import run_main
 from tcc_ros.demo_summary import main, summary_rows
 
 
@@ -59,5 +60,16 @@ def test_rows_carry_every_step(tmp_path: Path) -> None:
 def test_missing_step_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write_demo(tmp_path)
     (tmp_path / "live" / "report.json").unlink()
-    assert main([str(tmp_path)]) == 1
-    assert "live run step did not finish" in capsys.readouterr().err
+    assert run_main(main, [str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "live run step did not finish" in err
+    assert err.count("\n") == 1
+
+
+def test_damaged_step_output_names_the_file(tmp_path: Path, capsys) -> None:
+    _write_demo(tmp_path)
+    (tmp_path / "eval" / "metrics.json").write_text('{"headline": ')
+    assert run_main(main, [str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json: " in err and "run the demo's evaluation step again" in err
+    assert "Traceback" not in err
