@@ -75,6 +75,17 @@ def test_labels_json_round_trip() -> None:
     assert again.validate() == []
 
 
+def test_label_json_is_strict_with_numpy_and_nan_metadata() -> None:
+    labels = make_labels(6)
+    labels.metadata = {"flow": np.float32("nan"), "ids": np.arange(2), "ok": np.bool_(True)}
+
+    def reject(name: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    data = json.loads(labels.to_json(), parse_constant=reject)
+    assert data["metadata"] == {"flow": None, "ids": [0, 1], "ok": True}
+
+
 def test_unlabelled_labels_round_trip() -> None:
     labels = EpisodeLabels(video="v", fps=30.0, num_frames=5)
     again = EpisodeLabels.from_json(labels.to_json())

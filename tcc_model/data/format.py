@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tcc_model.reporting import jsonable as _jsonable
 from tcc_model.utils import atomic_path, write_text_atomic
 
 FORMAT_VERSION = 1
@@ -37,23 +38,6 @@ ANOMALY_TYPES = ("drop", "miss", "stall", "reversed")
 
 
 from tcc_model.errors import DatasetError  # noqa: E402  (re-exported)
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays (and tuples) inside ``value`` to plain JSON types."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _dump_json(obj: Mapping[str, Any]) -> str:
