@@ -128,10 +128,10 @@ sim-eval: env
 	  --dataset folder:$(SIM_EVAL_DIR)/data --config config/train/sim_pouring.yaml \
 	  --out $(SIM_EVAL_DIR)/train
 	$(PY) -m tcc_model.evaluate --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt \
-	  --dataset folder:$(SIM_EVAL_DIR)/data --out $(SIM_EVAL_DIR)/eval --quiet
+	  --dataset folder:$(SIM_EVAL_DIR)/data --out $(SIM_EVAL_DIR)/eval --quiet --overwrite
 	$(PY) -m tcc_model.evaluate --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt \
 	  --dataset folder:$(SIM_EVAL_DIR)/data --out $(SIM_EVAL_DIR)/eval_test --eval-split test \
-	  --quiet --no-video
+	  --quiet --no-video --overwrite
 	$(PY) -m tcc_model.export --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt \
 	  --out $(SIM_EVAL_DIR)/bundle --dataset folder:$(SIM_EVAL_DIR)/data --overwrite
 	$(PY) -m tcc_model.reference --bundle $(SIM_EVAL_DIR)/bundle --dataset folder:$(SIM_EVAL_DIR)/data \

@@ -368,8 +368,13 @@ def test_evaluate_cli_writes_metrics_and_reports(tmp_path, capsys):
     with np.load(out / "embeddings.npz") as npz:
         assert npz["val/ep000"].shape[1] == 16
 
-    assert evaluate.main(["--checkpoint", str(tmp_path / "missing.pt"), "--dataset", "x"]) == 2
-    assert "error:" in capsys.readouterr().err
+    from tcc_model.cli import run_main
+
+    capsys.readouterr()
+    missing = ["--checkpoint", str(tmp_path / "missing.pt"), "--dataset", "x"]
+    assert run_main(evaluate.main, missing) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --checkpoint") and "does not exist" in err[0]
 
 
 # ------------------------------------------------------------------------------ baselines script
@@ -429,4 +434,54 @@ def test_evaluate_reports_on_the_split_it_is_asked_for(tmp_path):
     assert result["config"]["splits"] == {"train": "train", "val": "train"}
     assert result["metrics"]["num_videos"] == {"train": 4, "val": 4}  # 4 normal train videos
     assert "Reported numbers are on **train**" in (out / "summary.md").read_text()
-    assert evaluate.main([*args, "--eval-split", "nosuchsplit"]) == 2
+    from tcc_model.cli import run_main
+
+    assert run_main(evaluate.main, [*args, "--eval-split", "nosuchsplit", "--overwrite"]) == 2
+
+
+@pytest.mark.slow
+def test_evaluate_never_overwrites_a_report_and_takes_another_eval_dataset(tmp_path, capsys):
+    import shutil
+
+    from tcc_model import evaluate
+    from tcc_model.cli import run_main
+
+    checkpoint = _tiny_dataset(tmp_path / "data")
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "data", other)
+    for labels in (other / "val").glob("*.json"):  # another dataset: one normal val video less
+        if labels.stem == "ep000":
+            labels.unlink()
+            (other / "val" / "ep000.mp4").unlink()
+    base = ["--checkpoint", str(checkpoint), "--dataset", f"folder:{tmp_path / 'data'}"]
+    base += ["--no-video", "--quiet", "--protocols", "tau,classification"]
+    # default output: the run's eval/, then eval-2/ (the first report stays as it was)
+    assert run_main(evaluate.main, base) == 0
+    first = (tmp_path / "data" / "eval" / "metrics.json").read_text()
+    assert run_main(evaluate.main, [*base, "--eval-dataset", f"folder:{other}"]) == 0
+    assert (tmp_path / "data" / "eval" / "metrics.json").read_text() == first
+    second = json.loads((tmp_path / "data" / "eval-2" / "metrics.json").read_text())
+    assert second["config"]["eval_dataset"] == f"folder:{other}"
+    assert second["metrics"]["num_videos"] == {"train": 4, "val": 2}
+    assert second["metrics"]["few_shot"] is None and second["metrics"]["phase_progression"] is None
+    assert second["metrics"]["phase_classification"]["0.1"]["value"] is not None
+    assert "wrote: report " in capsys.readouterr().out
+    # an explicit --out holding a report: refused, then replaced with --overwrite
+    out = ["--out", str(tmp_path / "data" / "eval")]
+    assert run_main(evaluate.main, [*base, *out]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "data" / "eval" / "metrics.json").read_text() == first
+    tau_only = [*base[:-2], "--protocols", "tau", *out, "--overwrite"]
+    assert run_main(evaluate.main, tau_only) == 0
+    metrics = json.loads((tmp_path / "data" / "eval" / "metrics.json").read_text())["metrics"]
+    assert metrics["num_videos"]["train"] == 0  # tau alone embeds no training videos
+    assert metrics["kendalls_tau"]["val"]["num_pairs"] == 6
+    assert metrics["phase_classification"] is None
+
+
+def test_evaluate_rejects_an_unknown_protocol(capsys):
+    from tcc_model import evaluate
+
+    with pytest.raises(SystemExit):
+        evaluate._parse_args(["--checkpoint", "c.pt", "--dataset", "d", "--protocols", "tau,fast"])
+    assert "tau,classification,few_shot,progression" in capsys.readouterr().err
