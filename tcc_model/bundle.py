@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from tcc_model.errors import BundleError, safe_text
 from tcc_model.utils import write_text_atomic
 
 FORMAT_VERSION = 1
@@ -28,9 +29,20 @@ MODEL_FILE_ROLE = "model"
 DERIVED_FILE_ROLE = "derived"
 REFERENCE_FILE_ROLE = "reference"
 _ROLES = (MODEL_FILE_ROLE, DERIVED_FILE_ROLE, REFERENCE_FILE_ROLE)
+#: Largest ``bundle.yaml`` read (real ones are a few KiB).
+MAX_MANIFEST_BYTES = 4 << 20
+_REEXPORT = "re-export the bundle with python -m tcc_model.export"
+#: Top-level keys an inference engine needs, with their type (see :func:`check_inference_keys`).
+INFERENCE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "bundle_id": str,
+    "model": dict,
+    "preprocess": dict,
+    "embedding_size": int,
+    "feature_shape": list,
+    "variants": dict,
+}
 
-
-from tcc_model.errors import BundleError  # noqa: E402  (re-exported)
+__all__ = ["BundleError"]  # re-exported from tcc_model.errors
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
@@ -103,23 +115,78 @@ def read_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> dict[st
             f"{path}: missing; {bundle_dir} is not a bundle "
             "(create one with `python -m tcc_model.export`)"
         )
-    try:
-        manifest = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise BundleError(f"{path}: not valid YAML ({err}); re-export the bundle") from err
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{path}: expected a mapping at the top level; re-export the bundle")
+    manifest = _load_yaml(path)
     version = manifest.get("format_version")
-    if not isinstance(version, int):
-        raise BundleError(f"{path}: format_version missing or not an integer; re-export the bundle")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{path}: format_version missing or not an integer; {_REEXPORT}")
     if version > FORMAT_VERSION:
         raise BundleError(
             f"{path}: format_version {version} is newer than this tcc_model supports "
             f"({FORMAT_VERSION}); upgrade tcc_model or re-export with this version"
         )
+    _check_files_table(path, manifest.get("files"))
     if verify:
         verify_files(bundle_dir, manifest)
     return manifest
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in ``path``; size, encoding and YAML errors become :class:`BundleError`."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise BundleError(
+                f"{path}: {size} bytes, not a manifest (at most {MAX_MANIFEST_BYTES})"
+            )
+        manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise BundleError(f"{path}: not UTF-8 text (binary or damaged); {_REEXPORT}") from err
+    except yaml.YAMLError as err:
+        what = safe_text(" ".join(str(err).split()), limit=200)
+        raise BundleError(f"{path}: not valid YAML ({what}); {_REEXPORT}") from err
+    except OSError as err:
+        raise BundleError(f"{path}: cannot be read ({safe_text(err)})") from err
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: expected a mapping at the top level; {_REEXPORT}")
+    return manifest
+
+
+def _check_files_table(path: Path, files: Any) -> None:
+    """``files`` must map plain relative file names to ``{sha256: hex, role: ...}`` mappings."""
+    if files is None:
+        return
+    if not isinstance(files, dict):
+        raise BundleError(f"{path}: 'files' must be a mapping of file names; {_REEXPORT}")
+    for name, entry in files.items():
+        where = f"{path}: files entry {safe_text(name)!r}"
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise BundleError(f"{where}: not a plain file name inside the bundle; {_REEXPORT}")
+        if not isinstance(entry, dict):
+            raise BundleError(f"{where}: must be a mapping with sha256 and role; {_REEXPORT}")
+        sha = entry.get("sha256")
+        if not isinstance(sha, str) or len(sha) != 64:
+            raise BundleError(f"{where}: sha256 missing or not a hex digest; {_REEXPORT}")
+        if entry.get("role") not in _ROLES:
+            raise BundleError(f"{where}: role must be one of {_ROLES}; {_REEXPORT}")
+
+
+def check_inference_keys(bundle_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Raise :class:`BundleError` unless ``manifest`` has the keys an engine needs, typed."""
+    path = Path(bundle_dir) / MANIFEST_NAME
+    for key, kind in INFERENCE_KEYS.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BundleError(
+                f"{path}: {key!r} missing or not a {getattr(kind, '__name__', kind)}; {_REEXPORT}"
+            )
+    for name, variant in manifest["variants"].items():
+        if not isinstance(variant, dict) or not all(
+            isinstance(variant.get(part), str) for part in ("encoder", "head")
+        ):
+            raise BundleError(
+                f"{path}: variant {safe_text(name)!r} must name its encoder and head files; "
+                f"{_REEXPORT}"
+            )
 
 
 def verify_files(

@@ -12,7 +12,10 @@ Layout of a checkpoint file::
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from tcc_model.errors import CheckpointError, safe_text, wrap_errors
 from tcc_model.models import Embedder, ModelConfig, build_model
 from tcc_model.utils import atomic_path
 
 CHECKPOINT_FORMAT = "tcc_ros.checkpoint"
 CHECKPOINT_VERSION = 1
+_FIX = "pass a checkpoint (.pt) written by python -m tcc_model.train"
 
-
-from tcc_model.errors import CheckpointError  # noqa: E402  (re-exported)
+__all__ = ["CheckpointError"]  # re-exported from tcc_model.errors
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -110,28 +114,66 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path or --out")
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Pickled Python objects are never executed. A missing, truncated, foreign or newer file raises
+    :class:`CheckpointError` naming it and the fix.
+    """
+    from tcc_model.cli import check_checkpoint
+
+    path = check_checkpoint(path, option="checkpoint")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt/foreign file; report one clear line
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" on foreign files
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if refused:
+            raise CheckpointError(
+                f"{path}: holds a pickled Python object ({safe_text(refused.group(1))}), which is "
+                f"never loaded; {_FIX}"
+            ) from exc
         raise CheckpointError(
-            f"{str(path)!r} is not a readable tcc_ros checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+            f"{path}: not a readable checkpoint (damaged, truncated or another format); {_FIX}"
         ) from exc
+    except Exception as exc:  # noqa: BLE001 - zip/pickle/IO errors of a damaged file: one line
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, truncated or damaged "
+            f"({type(exc).__name__}: {_last_line(exc)}); {_FIX}"
+        ) from exc
+    _check_layout(path, ckpt)
+    return ckpt
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last non-empty line of an error (torch puts advice first, the cause last)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return safe_text(lines[-1] if lines else type(exc).__name__, limit=200)
+
+
+def _check_layout(path: Path, ckpt: Any) -> None:
+    """Raise :class:`CheckpointError` unless ``ckpt`` is laid out like save_checkpoint does."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{str(path)!r} is not a tcc_ros checkpoint (no format={CHECKPOINT_FORMAT!r} key); "
-            "pass a file written by tcc_model.train"
+            f"{path}: not a tcc_ros checkpoint (no format={CHECKPOINT_FORMAT!r} key; a bare "
+            f"state_dict or another program's file); {_FIX}"
         )
-    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: version {safe_text(version)!r} is not an integer; {_FIX}")
+    if version > CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} has version {ckpt['version']}, newer than supported "
+            f"{path}: checkpoint version {version} is newer than supported "
             f"({CHECKPOINT_VERSION}); update tcc_ros"
         )
-    return ckpt
+    config = ckpt.get("config")
+    if not isinstance(ckpt.get("model"), dict) or not (
+        isinstance(config, dict) and isinstance(config.get("model"), dict)
+    ):
+        raise CheckpointError(
+            f"{path}: lacks the model weights or config['model'] (damaged or written by "
+            f"another tool); {_FIX}"
+        )
 
 
 def load_state_checked(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -172,8 +214,9 @@ def load_model(
     ckpt = load_checkpoint(path, map_location="cpu")
     model_cfg = dict(ckpt["config"]["model"])
     model_cfg["backbone_weights"] = None  # weights come from the checkpoint, not the backbone file
-    model = build_model(ModelConfig.from_dict(model_cfg))
-    load_state_checked(model, ckpt["model"], f"checkpoint {str(path)!r}")
+    with wrap_errors(CheckpointError, path, f"its model config is invalid; {_FIX}"):
+        model = build_model(ModelConfig.from_dict(model_cfg))
+    load_state_checked(model, ckpt["model"], f"checkpoint {path}")
     model.eval()
     if device is not None:
         model.to(device)

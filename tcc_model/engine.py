@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tcc_model.bundle import BundleError, read_manifest
+from tcc_model.bundle import BundleError, check_inference_keys, read_manifest
+from tcc_model.errors import wrap_errors
 from tcc_model.preprocess import PreprocessConfig, context_indices, resize_frames
 
 LOG = logging.getLogger(__name__)
@@ -35,6 +36,33 @@ VARIANTS = ("fp32", "int8")
 ENCODER_INPUT, ENCODER_OUTPUT = "frames", "features"
 HEAD_INPUT, HEAD_OUTPUT = "context_features", "embeddings"
 DEFAULT_CHUNK = 64
+_REEXPORT = (
+    "the bundle is damaged or of another version; re-export it with python -m tcc_model.export"
+)
+
+
+def library_load_errors() -> tuple[type[BaseException], ...]:
+    """What ONNX Runtime, safetensors, protobuf and torch raise on a damaged model file.
+
+    ONNX Runtime's errors (``InvalidProtobuf``, ``Fail``, ...) are plain ``Exception``
+    subclasses, so :func:`tcc_model.errors.wrap_errors` needs them named. Only modules already
+    imported are looked at (this never imports torch).
+    """
+    import sys
+
+    found: list[type[BaseException]] = [RuntimeError]
+    ort_state = sys.modules.get("onnxruntime.capi.onnxruntime_pybind11_state")
+    if ort_state is not None:
+        found += [
+            obj
+            for obj in vars(ort_state).values()
+            if isinstance(obj, type) and issubclass(obj, Exception)
+        ]
+    for module, name in (("safetensors", "SafetensorError"), ("google.protobuf.message", "Error")):
+        obj = getattr(sys.modules.get(module), name, None)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            found.append(obj)
+    return tuple(found)
 
 
 def make_ort_session(
@@ -88,8 +116,10 @@ class _OnnxRuntimeRunner:
         if use_gpu and "CUDAExecutionProvider" in available:
             providers.append("CUDAExecutionProvider")
         providers.append("CPUExecutionProvider")
-        self._encoder = make_ort_session(bundle / files["encoder"], threads, providers)
-        self._head = make_ort_session(bundle / files["head"], threads, providers)
+        self._encoder = _checked_session(
+            bundle / files["encoder"], ENCODER_INPUT, threads, providers
+        )
+        self._head = _checked_session(bundle / files["head"], HEAD_INPUT, threads, providers)
         self.providers = self._encoder.get_providers()
         self.name = f"onnxruntime[{self.providers[0]}]"
 
@@ -98,6 +128,18 @@ class _OnnxRuntimeRunner:
 
     def head(self, context_features: np.ndarray) -> np.ndarray:
         return self._head.run([HEAD_OUTPUT], {HEAD_INPUT: context_features})[0]
+
+
+def _checked_session(path: Path, input_name: str, threads: int, providers: list[Any]) -> Any:
+    """An ONNX Runtime session on ``path``; load errors and a wrong input name name the file."""
+    import onnxruntime  # noqa: F401  (its error types, for library_load_errors)
+
+    with wrap_errors(BundleError, path, _REEXPORT, extra=library_load_errors()):
+        session = make_ort_session(path, threads, providers)
+    names = [i.name for i in session.get_inputs()]
+    if names != [input_name]:
+        raise BundleError(f"{path}: graph inputs {names}, expected [{input_name!r}]; {_REEXPORT}")
+    return session
 
 
 def _default_model_builder(manifest: dict[str, Any]) -> Any:
@@ -398,7 +440,8 @@ def load_bundle(
         raise ValueError(f"threads must be >= 1, got {threads}")
     bundle = Path(path)
     manifest = read_manifest(bundle, verify=True)
-    if variant not in manifest.get("variants", {}):
+    check_inference_keys(bundle, manifest)
+    if variant not in manifest["variants"]:
         raise BundleError(
             f"{bundle}: no {variant!r} variant (available: "
             f"{sorted(manifest.get('variants', {}))}); export with --quantize-int8"
@@ -442,10 +485,17 @@ def load_bundle(
             )
         from tcc_model.utils import pick_device
 
-        runner = _TorchRunner(
-            bundle, manifest, threads, pick_device(device), model_builder or _default_model_builder
-        )
-    engine = InferenceEngine(bundle, manifest, runner, variant)
+        weights = bundle / str(manifest.get("weights") or "model.safetensors")
+        with wrap_errors(BundleError, weights, _REEXPORT, extra=library_load_errors()):
+            runner = _TorchRunner(
+                bundle,
+                manifest,
+                threads,
+                pick_device(device),
+                model_builder or _default_model_builder,
+            )
+    with wrap_errors(BundleError, bundle / "bundle.yaml", _REEXPORT):
+        engine = InferenceEngine(bundle, manifest, runner, variant)
     log = LOG.info if backend == "auto" else LOG.debug
     log(
         "bundle %s: backend %s (requested %s), variant %s, %d thread(s)",
