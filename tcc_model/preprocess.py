@@ -75,7 +75,14 @@ def _define_normalize() -> type:
     class Normalize(nn.Module):
         """``[N, H, W, 3]`` RGB in 0..255 (uint8 or float) → normalised float ``[N, 3, H, W]``."""
 
-        def __init__(self, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> None:
+        scale: torch.Tensor  # buffers, declared for the type checker
+        shift: torch.Tensor
+
+        def __init__(
+            self,
+            mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+            std: tuple[float, ...] = (0.5, 0.5, 0.5),
+        ) -> None:
             super().__init__()
             scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
             shift = torch.tensor([m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)

@@ -8,11 +8,15 @@ import random
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
 
-def pick_device(preferred: str | None = None) -> "torch.device":  # noqa: F821
+
+def pick_device(preferred: str | None = None) -> torch.device:
     """Return ``preferred`` if given, else CUDA when available, else CPU."""
     import torch
 
