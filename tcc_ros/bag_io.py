@@ -137,33 +137,46 @@ def read_bag(
 
                 store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
         contents = BagContents(path=path, images=[])
-        decode = compressed_to_rgb if image_type == COMPRESSED_IMAGE_TYPE else image_to_rgb
-        try:
-            for conn, log_time, raw in reader.messages(connections=connections):
-                msg = store.deserialize_cdr(raw, conn.msgtype)
-                if conn.topic == image_topic:
-                    try:
-                        frame = decode(msg)
-                    except ImageConversionError:
-                        contents.rejected_images += 1
-                        continue
-                    contents.images.append(BagImage(stamp_to_ns(msg.header), log_time, frame))
-                elif conn.topic == GROUND_TRUTH_TOPIC:
-                    contents.ground_truth[stamp_to_ns(msg.header)] = msg
-                elif conn.topic == marker_topic:
-                    contents.markers.append((log_time, str(getattr(msg, "data", ""))))
-                else:
-                    outputs = contents.monitor_outputs.setdefault(conn.topic, {})
-                    outputs[stamp_to_ns(msg.header)] = msg
-        except BagError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise BagError(f"bag {path} is corrupt or truncated: {exc}") from exc
+        _read_messages(reader, store, connections, contents, image_topic, marker_topic)
     finally:
         reader.close()
     if not contents.images:
         raise BagError(f"bag {path} holds no decodable frames on {image_topic!r}")
     return contents
+
+
+def _read_messages(
+    reader: Any,
+    store: Any,
+    connections: list[Any],
+    contents: BagContents,
+    image_topic: str,
+    marker_topic: str,
+) -> None:
+    """Deserialise the wanted messages into ``contents`` (undecodable frames are counted)."""
+    image_type = next(c.msgtype for c in connections if c.topic == image_topic)
+    decode = compressed_to_rgb if image_type == COMPRESSED_IMAGE_TYPE else image_to_rgb
+    try:
+        for conn, log_time, raw in reader.messages(connections=connections):
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == image_topic:
+                try:
+                    frame = decode(msg)
+                except ImageConversionError:
+                    contents.rejected_images += 1
+                    continue
+                contents.images.append(BagImage(stamp_to_ns(msg.header), log_time, frame))
+            elif conn.topic == GROUND_TRUTH_TOPIC:
+                contents.ground_truth[stamp_to_ns(msg.header)] = msg
+            elif conn.topic == marker_topic:
+                contents.markers.append((log_time, str(getattr(msg, "data", ""))))
+            else:
+                outputs = contents.monitor_outputs.setdefault(conn.topic, {})
+                outputs[stamp_to_ns(msg.header)] = msg
+    except BagError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - rosbags and the CDR decoder raise many types
+        raise BagError(f"bag {contents.path} is corrupt or truncated: {exc}") from exc
 
 
 class BagWriter:
