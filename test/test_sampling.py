@@ -176,3 +176,14 @@ def test_too_few_videos(episodes) -> None:
 def test_bad_sampling_name() -> None:
     with pytest.raises(ValueError, match="offset_uniform"):
         ClipSampler(sampling="random")
+
+
+def test_camera_augmentation_in_the_dataset(episodes) -> None:
+    plain = VideoClipDataset(episodes, num_frames=4, augment=False, seed=3)
+    camera = VideoClipDataset(episodes, num_frames=4, augment="camera", seed=3)
+    a, b = plain[0], camera[0]
+    assert torch.equal(a["steps"], b["steps"])  # augmentation draws after the clip's steps
+    assert b["frames"].dtype == torch.float32 and b["frames"].shape == a["frames"].shape
+    assert 0.0 <= float(b["frames"].min()) and float(b["frames"].max()) <= 255.0
+    assert not torch.allclose(b["frames"], a["frames"].float())
+    assert torch.equal(camera[0]["frames"], b["frames"])  # same (seed, epoch, index): same clip

@@ -5,8 +5,10 @@ from ``1..L-1`` (``0..T-1`` clamped when the video is too short), ``stride`` tak
 ``stride``-th frame from a random offset. Each main frame ``t`` is expanded to its causal context
 ``tcc_model.preprocess.context_indices(t, k, stride)`` (oldest first). With ``tcn_positives`` every
 main frame ``s`` gets a positive ``p ~ U{s-5..s-1}`` and the steps are interleaved
-``[p0, s0, p1, s1, ...]``. Augmentation uses one set of random parameters per video (horizontal
-flip p=0.5, brightness delta up to 32/255, contrast factor in [0.5, 1.5], clipped to 0..255).
+``[p0, s0, p1, s1, ...]``. Augmentation uses one set of random parameters per video: the
+reference's (horizontal flip p=0.5, brightness delta up to 32/255, contrast factor in [0.5, 1.5],
+clipped to 0..255), or the camera augmentation of :mod:`tcc_model.data.augment` (exposure,
+white balance, hue, saturation, contrast, gamma, noise, blur, a small warp).
 
 Randomness comes from ``numpy.random.default_rng((seed, epoch, index))``, so an item depends only on
 those three numbers: DataLoader workers and resumed runs reproduce the same clips. Call
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tcc_model.data.augment import AugmentConfig, augment_camera, resolve_augment
 from tcc_model.data.format import DatasetError, Episode
 from tcc_model.preprocess import context_indices, resize_frames
 
@@ -137,7 +140,8 @@ class VideoClipDataset(Dataset):
     context frames of each step consecutive, oldest first), ``steps`` long ``[S]`` (main frame
     indices), ``seq_len`` long scalar, ``phase_ids`` long ``[S]`` (``-1`` when unlabelled),
     ``video_index`` long scalar; ``S = T``, or ``2T`` interleaved ``[p0, s0, ...]`` with
-    ``tcn_positives``.
+    ``tcn_positives``. ``augment``: ``True``/``"reference"``, ``"camera"``, an
+    :class:`~tcc_model.data.augment.AugmentConfig` (or its mapping), ``False``/``"none"``.
     """
 
     def __init__(
@@ -147,7 +151,7 @@ class VideoClipDataset(Dataset):
         context_frames: int = 2,
         context_stride: int = 15,
         sampling: str = "offset_uniform",
-        augment: bool = True,
+        augment: bool | str | AugmentConfig | dict = True,
         tcn_positives: bool = False,
         seed: int = 0,
         sample_stride: int = 16,
@@ -169,7 +173,7 @@ class VideoClipDataset(Dataset):
         self.sampler = ClipSampler(num_frames, sampling, sample_stride, tcn_positives)
         self.context_frames = context_frames
         self.context_stride = context_stride
-        self.augment = augment
+        self.augment = resolve_augment(augment)
         self.seed = seed
         self.epoch = 0
         self.cache = cache if cache is not None else FrameCache(image_size)
@@ -200,8 +204,10 @@ class VideoClipDataset(Dataset):
         steps = self.sampler.sample(seq_len, rng)
         gather = context_indices(steps, self.context_frames, self.context_stride).reshape(-1)
         clip = torch.from_numpy(np.ascontiguousarray(frames[gather]))
-        if self.augment:
+        if self.augment == "reference":
             clip = augment_clip(clip, rng)
+        elif self.augment is not None:
+            clip = augment_camera(clip, rng, self.augment)
         return {
             "frames": clip,
             "steps": torch.from_numpy(steps),
