@@ -18,7 +18,7 @@ setup(
         "console_scripts": [
             "tcc-train=tcc_model.train:main",
             "tcc-evaluate=tcc_model.evaluate:main",
-            "tcc-export=tcc_model.export.cli:run",
+            "tcc-export=tcc_model.export.cli:main",
             "tcc-monitor=tcc_ros.monitor:main",
         ]
     },

@@ -2,33 +2,35 @@
 
     python -m tcc_model.data.tfrecord --input 'pouring_train-*.tfrecord' --out DIR --split train
 
-Each record holds context ``name`` (bytes), ``len`` and ``label`` (int64) and the feature lists
-``video`` (one JPEG per frame) and ``frame_labels`` (one int64 phase id per frame). The TFRecord
-framing (``uint64 length, uint32 masked crc32c(length), data, uint32 masked crc32c(data)``) and the
-protobuf wire format are parsed here directly. By default the JPEG bytes are copied unchanged into
-a frame folder per episode (lossless); ``--video-format mp4`` re-encodes, ``--size`` resizes.
+Reading (framing, checksums, protobuf) lives in :mod:`tcc_model.data.tfrecord_io`. By default
+the JPEG bytes are copied unchanged into a frame folder per episode (lossless); ``--video-format
+mp4`` re-encodes, ``--size`` resizes.
+
+The conversion is all-or-nothing and verified: every record's checksums are checked (at disk
+speed, with the ``crc32c`` package), the split is written into a hidden staging folder inside
+the dataset root and renamed into place only when complete, an existing split is refused unless
+``--overwrite`` replaces it, files and folders get the usual modes (umask), episode names keep
+every character the dataset format allows (others become ``_``), and a record whose ``len``
+disagrees with its frames is converted with a warning.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import re
 import shutil
-import struct
 import sys
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tcc_model.data.format import (
     MANIFEST_NAME,
-    DatasetError,
     EpisodeLabels,
     key_events_from_phase_ids,
     list_splits,
@@ -36,255 +38,54 @@ from tcc_model.data.format import (
     write_episode,
     write_manifest,
 )
+from tcc_model.data.tfrecord_io import (  # noqa: F401  (re-exported)
+    SequenceExample,
+    TccRecord,
+    crc32c,
+    iter_fields,
+    iter_tfrecord,
+    masked_crc32c,
+    parse_feature,
+    parse_sequence_example,
+    read_tcc_records,
+)
+from tcc_model.errors import DatasetError, safe_text
 from tcc_model.utils import write_text_atomic
 
-# --------------------------------------------------------------------------- CRC32C (Castagnoli)
-
-_CRC32C_POLY = 0x82F63B78
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ _CRC32C_POLY if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
+#: Video file extensions dropped from record names (the official names are file names).
+_VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg")
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-_CRC_TABLE = _crc32c_table()
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How records become episodes."""
+
+    phase_names: Sequence[str] | None = None  # default: manifest's, records', phase_0..K-1
+    fps: float = 30.0  # frame rate (not stored in TFRecords)
+    dataset_name: str | None = None  # manifest name (default: the --out folder name)
+    video_format: str = "jpg"  # jpg: copy the JPEGs losslessly; mp4/png: re-encode
+    size: int | None = None  # resize to size x size (mp4/png only)
+    verify_data_crc: bool = True  # check every record's payload checksum
+    overwrite: bool = False  # replace an existing split instead of refusing
 
 
-def crc32c(data: bytes) -> int:
-    """CRC-32C of ``data`` (uses the ``crc32c`` package when installed, else pure Python)."""
-    try:
-        import crc32c as fast  # optional accelerator
+def episode_name(name: str, taken: set[str]) -> str:
+    """A dataset episode name for a record name: last path part, video suffix dropped, sanitised.
 
-        return fast.crc32c(data)
-    except ImportError:
-        pass
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """The TFRecord checksum: CRC-32C rotated right by 15 bits plus a constant."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def iter_tfrecord(path: str | os.PathLike, verify_data_crc: bool = False) -> Iterator[bytes]:
-    """Yield the payload of each record of a TFRecord file (uncompressed).
-
-    The length checksum is always verified; ``verify_data_crc`` also checks each payload (slow in
-    pure Python for large files). Truncation or a bad checksum raises :class:`DatasetError`.
+    Characters outside ``[A-Za-z0-9._-]`` become ``_``; nothing else is cut (``pour_1.5ml``
+    stays). A name already in ``taken`` gets ``_2``, ``_3`` ... The result is added to ``taken``.
     """
-    path = Path(path)
-    with open(path, "rb") as f:
-        index = 0
-        while True:
-            header = f.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                raise DatasetError(f"{path}: record {index} is truncated (incomplete header)")
-            length_bytes, length_crc = header[:8], struct.unpack("<I", header[8:])[0]
-            if masked_crc32c(length_bytes) != length_crc:
-                raise DatasetError(
-                    f"{path}: record {index} has a bad length checksum; not an uncompressed "
-                    "TFRecord file (or corrupt)"
-                )
-            (length,) = struct.unpack("<Q", length_bytes)
-            data = f.read(length)
-            footer = f.read(4)
-            if len(data) < length or len(footer) < 4:
-                raise DatasetError(f"{path}: record {index} is truncated")
-            if verify_data_crc and masked_crc32c(data) != struct.unpack("<I", footer)[0]:
-                raise DatasetError(f"{path}: record {index} has a bad data checksum (corrupt)")
-            yield data
-            index += 1
-
-
-# --------------------------------------------------------------------------- protobuf wire format
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result, shift = 0, 0
-    while True:
-        if pos >= len(buf):
-            raise DatasetError("protobuf: truncated varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise DatasetError("protobuf: varint longer than 10 bytes")
-
-
-def iter_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """Yield ``(field_number, wire_type, value)`` of a serialised message.
-
-    Varints come back as ``int``; length-delimited, 64-bit and 32-bit fields as ``bytes``.
-    """
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _read_varint(buf, pos)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, pos = _read_varint(buf, pos)
-        elif wire_type == 1:
-            value, pos = buf[pos : pos + 8], pos + 8
-        elif wire_type == 2:
-            length, pos = _read_varint(buf, pos)
-            value, pos = buf[pos : pos + length], pos + length
-        elif wire_type == 5:
-            value, pos = buf[pos : pos + 4], pos + 4
-        else:
-            raise DatasetError(f"protobuf: unsupported wire type {wire_type} (field {number})")
-        if pos > end:
-            raise DatasetError("protobuf: truncated message")
-        yield number, wire_type, value
-
-
-def _to_int64(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _packed_varints(buf: bytes) -> list[int]:
-    out, pos = [], 0
-    while pos < len(buf):
-        value, pos = _read_varint(buf, pos)
-        out.append(_to_int64(value))
-    return out
-
-
-def parse_feature(buf: bytes) -> list:
-    """``tf.train.Feature`` → list of ``bytes``, ``float`` or ``int`` values."""
-    values: list = []
-    for number, _, payload in iter_fields(buf):
-        assert isinstance(payload, bytes)
-        for inner_number, inner_wire, value in iter_fields(payload):
-            if inner_number != 1:
-                continue
-            if number == 1:  # BytesList
-                values.append(bytes(value))
-            elif number == 2:  # FloatList: packed (wire 2) or one fixed32 each (wire 5)
-                values.extend(struct.unpack(f"<{len(value) // 4}f", value))
-            elif number == 3:  # Int64List: packed (wire 2) or one varint each (wire 0)
-                if inner_wire == 2:
-                    values.extend(_packed_varints(value))
-                else:
-                    values.append(_to_int64(int(value)))
-    return values
-
-
-def _parse_map(buf: bytes, entry_field: int) -> Iterator[tuple[str, bytes]]:
-    for number, _, entry in iter_fields(buf):
-        if number != entry_field:
-            continue
-        key, value = "", b""
-        for entry_number, _, entry_value in iter_fields(entry):
-            if entry_number == 1:
-                key = bytes(entry_value).decode("utf-8")
-            elif entry_number == 2:
-                value = bytes(entry_value)
-        yield key, value
-
-
-@dataclass
-class SequenceExample:
-    """A parsed ``tf.train.SequenceExample`` (or ``tf.train.Example``: context only)."""
-
-    context: dict[str, list] = field(default_factory=dict)
-    feature_lists: dict[str, list[list]] = field(default_factory=dict)
-
-
-def parse_sequence_example(buf: bytes) -> SequenceExample:
-    """Parse a serialised ``SequenceExample`` (context = 1, feature_lists = 2)."""
-    example = SequenceExample()
-    for number, _, payload in iter_fields(buf):
-        if number == 1:  # Features {map<string, Feature> feature = 1}
-            for key, value in _parse_map(payload, 1):
-                example.context[key] = parse_feature(value)
-        elif number == 2:  # FeatureLists {map<string, FeatureList> feature_list = 1}
-            for key, value in _parse_map(payload, 1):
-                example.feature_lists[key] = [
-                    parse_feature(f) for n, _, f in iter_fields(value) if n == 1
-                ]
-    return example
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-@dataclass
-class TccRecord:
-    """The fields of one official TCC video record."""
-
-    name: str
-    jpegs: list[bytes]
-    frame_labels: list[int] | None
-    video_label: int | None
-    phase_names: list[str] | None
-    source: str
-
-
-def read_tcc_records(path: str | os.PathLike, verify_data_crc: bool = False) -> Iterator[TccRecord]:
-    """Yield the videos of one TCC TFRecord file."""
-    for index, data in enumerate(iter_tfrecord(path, verify_data_crc)):
-        where = f"{path} record {index}"
-        try:
-            example = parse_sequence_example(data)
-        except DatasetError as exc:
-            raise DatasetError(f"{where}: {exc}") from exc
-        if "video" not in example.feature_lists:
-            raise DatasetError(f"{where}: no 'video' feature list; not a TCC SequenceExample")
-        jpegs = [f[0] for f in example.feature_lists["video"] if f]
-        labels = example.feature_lists.get("frame_labels")
-        frame_labels = [int(f[0]) for f in labels] if labels else None
-        if frame_labels is not None and len(frame_labels) != len(jpegs):
-            raise DatasetError(f"{where}: {len(frame_labels)} frame_labels for {len(jpegs)} frames")
-        name_values = example.context.get("name") or [f"video_{index:05d}".encode()]
-        label_values = example.context.get("label")
-        names_string = example.context.get("framelabels_string")
-        yield TccRecord(
-            name=name_values[0].decode("utf-8", "replace"),
-            jpegs=jpegs,
-            frame_labels=frame_labels,
-            video_label=int(label_values[0]) if label_values else None,
-            phase_names=(names_string[0].decode("utf-8").split(",") if names_string else None),
-            source=where,
-        )
-
-
-def _safe_name(name: str, taken: set[str]) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem or name).strip("._") or "video"
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    if base.lower().endswith(_VIDEO_SUFFIXES):
+        base = base[: base.rfind(".")]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip(".") or "video"
     candidate, n = base, 1
     while candidate in taken:
         n += 1
         candidate = f"{base}_{n}"
     taken.add(candidate)
     return candidate
-
-
-def _write_jpeg_folder(folder: Path, jpegs: list[bytes]) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        for i, data in enumerate(jpegs):
-            (tmp / f"{i:06d}.jpg").write_bytes(data)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _decode_jpegs(jpegs: list[bytes], where: str) -> np.ndarray:
@@ -299,96 +100,145 @@ def _decode_jpegs(jpegs: list[bytes], where: str) -> np.ndarray:
     return np.stack(frames)
 
 
-def convert_tfrecords(
-    inputs: list[str | os.PathLike],
-    out: str | os.PathLike,
-    split: str,
-    phase_names: list[str] | None = None,
-    fps: float = 30.0,
-    dataset_name: str | None = None,
-    video_format: str = "jpg",
-    size: int | None = None,
-    verify_data_crc: bool = False,
-) -> int:
-    """Convert TCC TFRecord files into split ``split`` of the dataset at ``out``; return #videos.
+def _phase_names(paths: list[Path], manifest: dict, options: ConvertOptions) -> list[str]:
+    """``options.phase_names``, else the manifest's, the records', or phase_0..K-1."""
+    if options.phase_names is not None:
+        return list(options.phase_names)
+    if manifest.get("phase_names"):
+        return list(manifest["phase_names"])
+    max_label, from_records = -1, None
+    for p in paths:  # a first pass over the labels only
+        for record in read_tcc_records(p, options.verify_data_crc):
+            from_records = from_records or record.phase_names
+            if record.frame_labels:
+                max_label = max(max_label, max(record.frame_labels))
+    return from_records or [f"phase_{k}" for k in range(max_label + 1)]
 
-    Phase names: ``phase_names``, else the existing manifest's, else the records'
-    ``framelabels_string``, else ``phase_0..phase_{K-1}`` with K = 1 + the largest label seen.
-    """
-    from tcc_model.preprocess import resize_frames
 
-    if video_format not in ("jpg", "mp4", "png"):
-        raise DatasetError(f"video_format must be jpg, mp4 or png, got {video_format!r}")
-    if video_format == "jpg" and size is not None:
+def _write_record(
+    split_dir: Path, name: str, record: TccRecord, phases: list[str], options: ConvertOptions
+) -> None:
+    labelled = record.frame_labels is not None and bool(phases)
+    ids = record.frame_labels if labelled else None
+    labels = EpisodeLabels(
+        video=name,
+        fps=options.fps,
+        num_frames=len(record.jpegs),
+        phase_names=list(phases) if labelled else [],
+        phase_ids=ids,
+        key_events=key_events_from_phase_ids(ids, phases) if labelled else {},
+        metadata={
+            "source": record.source,
+            "source_name": record.name,
+            "video_label": record.video_label,
+        },
+    )
+    if options.video_format == "jpg":
+        problems = labels.validate()
+        if problems:
+            raise DatasetError(f"{record.source}: " + "; ".join(problems))
+        folder = split_dir / name
+        folder.mkdir()
+        for i, data in enumerate(record.jpegs):
+            (folder / f"{i:06d}.jpg").write_bytes(data)
+        write_text_atomic(split_dir / f"{name}.json", labels.to_json())
+    else:
+        from tcc_model.preprocess import resize_frames
+
+        frames = _decode_jpegs(record.jpegs, record.source)
+        if options.size is not None:
+            frames = resize_frames(frames, options.size)
+        write_episode(split_dir, name, frames, labels, video_format=options.video_format)
+
+
+def _check_request(paths: list[Path], out: Path, split: str, options: ConvertOptions) -> None:
+    if options.video_format not in ("jpg", "mp4", "png"):
+        raise DatasetError(f"video_format must be jpg, mp4 or png, got {options.video_format!r}")
+    if options.video_format == "jpg" and options.size is not None:
         raise DatasetError("--size needs --video-format mp4 or png (jpg copies the frames as-is)")
-    out = Path(out)
-    paths = [Path(p) for p in inputs]
+    if not _SPLIT_NAME.fullmatch(split):
+        raise DatasetError(f"--split {safe_text(split)!r}: use a plain name such as train or val")
     if not paths:
         raise DatasetError("no input TFRecord files")
     for p in paths:
         if not p.is_file():
             raise DatasetError(f"{p}: TFRecord file not found")
+    if (out / split).exists() and not options.overwrite:
+        raise DatasetError(
+            f"{out / split}: split {split!r} already exists; pass --overwrite to replace it "
+            "(converting twice would duplicate every video)"
+        )
+
+
+def _replace_split(staged: Path, split_dir: Path, trash: Path) -> None:
+    """Rename ``staged`` to ``split_dir``; an existing split is moved to ``trash`` first."""
+    if split_dir.exists():
+        os.replace(split_dir, trash)
+        try:
+            os.replace(staged, split_dir)
+        except OSError:
+            os.replace(trash, split_dir)
+            raise
+    else:
+        os.replace(staged, split_dir)
+
+
+def convert_tfrecords(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    split: str,
+    options: ConvertOptions | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> int:
+    """Convert TCC TFRecord files into split ``split`` of the dataset at ``out``; return #videos.
+
+    All or nothing: on any error the dataset is left as it was. ``warn`` receives warnings
+    (``len`` mismatches, repeated names; default: print to stderr).
+    """
+    options = options or ConvertOptions()
+    warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
+    out, paths = Path(out), [Path(p) for p in inputs]
+    _check_request(paths, out, split, options)
     manifest = read_manifest(out) if (out / MANIFEST_NAME).is_file() else {}
-    if phase_names is None and manifest.get("phase_names"):
-        phase_names = list(manifest["phase_names"])
-    if phase_names is None:  # first pass: labels only
-        max_label, from_records = -1, None
+    phases = _phase_names(paths, manifest, options)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{split}.partial-", dir=out))
+    try:
+        staged = staging / split
+        staged.mkdir()  # usual mode (umask); only the hidden staging folder is owner-only
+        taken: set[str] = set()
+        count = 0
         for p in paths:
-            for record in read_tcc_records(p, verify_data_crc):
-                from_records = from_records or record.phase_names
-                if record.frame_labels:
-                    max_label = max(max_label, max(record.frame_labels))
-        phase_names = from_records or [f"phase_{k}" for k in range(max_label + 1)]
-    split_dir = out / split
-    taken = {p.stem for p in split_dir.glob("*.json")} if split_dir.is_dir() else set()
-    count = 0
-    for p in paths:
-        for record in read_tcc_records(p, verify_data_crc):
-            name = _safe_name(record.name, taken)
-            labelled = record.frame_labels is not None and bool(phase_names)
-            ids = record.frame_labels if labelled else None
-            labels = EpisodeLabels(
-                video=name,
-                fps=fps,
-                num_frames=len(record.jpegs),
-                phase_names=list(phase_names) if labelled else [],
-                phase_ids=ids,
-                key_events=key_events_from_phase_ids(ids, phase_names) if labelled else {},
-                metadata={
-                    "source": record.source,
-                    "source_name": record.name,
-                    "video_label": record.video_label,
-                },
-            )
-            if video_format == "jpg":
-                problems = labels.validate()
-                if problems:
-                    raise DatasetError(f"{record.source}: " + "; ".join(problems))
-                _write_jpeg_folder(split_dir / name, record.jpegs)
-                write_text_atomic(split_dir / f"{name}.json", labels.to_json())
-            else:
-                frames = _decode_jpegs(record.jpegs, record.source)
-                if size is not None:
-                    frames = resize_frames(frames, size)
-                write_episode(split_dir, name, frames, labels, video_format=video_format)
-            count += 1
-    splits = {s: len(list((out / s).glob("*.json"))) for s in list_splits(out)}
+            for record in read_tcc_records(p, options.verify_data_crc):
+                name = episode_name(record.name, taken)
+                if name != re.sub(r"[^A-Za-z0-9._-]+", "_", record.name).lstrip("."):
+                    warn(f"{record.source}: name {safe_text(record.name)!r} stored as {name!r}")
+                if record.declared_len is not None and record.declared_len != len(record.jpegs):
+                    warn(
+                        f"{record.source}: len {record.declared_len} but {len(record.jpegs)} "
+                        "frames; the frames are kept"
+                    )
+                _write_record(staged, name, record, phases, options)
+                count += 1
+        _replace_split(staged, out / split, staging / "previous")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     manifest.update(
-        name=manifest.get("name") or dataset_name or out.name,
-        phase_names=list(phase_names),
-        splits=splits,
+        name=manifest.get("name") or options.dataset_name or out.name,
+        phase_names=list(phases),
+        splits={s: len(list((out / s).glob("*.json"))) for s in list_splits(out)},
         generator={
             "tool": "tcc_model.data.tfrecord",
-            "fps": fps,
-            "video_format": video_format,
-            "size": size,
+            "fps": options.fps,
+            "video_format": options.video_format,
+            "size": options.size,
         },
     )
     write_manifest(out, manifest)
     return count
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tcc_model.data.tfrecord",
         description="Convert official TCC TFRecords to the tcc_ros dataset format (no TF needed).",
@@ -407,39 +257,54 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=int, help="resize frames to SIZE x SIZE (mp4/png only)")
     parser.add_argument(
-        "--verify-crc",
-        action="store_true",
-        help="also verify each record's data checksum (slow without crc32c)",
+        "--overwrite", action="store_true", help="replace the split if it exists already"
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--skip-data-crc",
+        action="store_true",
+        help="do not verify the records' payload checksums (verified by default, as TF does)",
+    )
+    return parser
+
+
+def _run(argv: Sequence[str] | None = None) -> int:
+    """The command; user errors are raised (see :func:`main`)."""
+    args = _parser().parse_args(argv)
     paths: list[str] = []
     for pattern in args.input:
         matches = sorted(glob.glob(pattern))
         if not matches and not glob.has_magic(pattern):
             matches = [pattern]
         if not matches:
-            print(f"error: --input {pattern!r} matches no files", file=sys.stderr)
-            return 2
+            raise DatasetError(f"--input {safe_text(pattern)!r} matches no files")
         paths.extend(matches)
     names = [n.strip() for n in args.phase_names.split(",")] if args.phase_names else None
-    try:
-        count = convert_tfrecords(
-            paths,
-            args.out,
-            args.split,
-            names,
-            args.fps,
-            args.name,
-            args.video_format,
-            args.size,
-            args.verify_crc,
-        )
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps({"split": args.split, "videos": count, "out": str(args.out)}))
+    options = ConvertOptions(
+        phase_names=names,
+        fps=args.fps,
+        dataset_name=args.name,
+        video_format=args.video_format,
+        size=args.size,
+        verify_data_crc=not args.skip_data_crc,
+        overwrite=args.overwrite,
+    )
+    from tcc_model.cli import print_written, stage
+
+    with stage(f"converting {len(paths)} TFRecord file(s) into {args.out / args.split}"):
+        count = convert_tfrecords(paths, args.out, args.split, options)
+    print(f"{count} videos in split {args.split}")
+    print_written({"split": args.out / args.split, "manifest": args.out / MANIFEST_NAME})
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 with one ``error:`` line on bad input)."""
+    from tcc_model.cli import run_main
+
+    return run_main(_run, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from tcc_model.cli import entry_point
+
+    entry_point(_run)

@@ -92,8 +92,8 @@ def _inputs(args: argparse.Namespace, model: Any, ckpt: dict[str, Any]) -> Expor
     return inputs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command; user errors are raised (``entry_point`` prints them as one line)."""
+def _run(argv: Sequence[str] | None = None) -> int:
+    """The command; user errors are raised (see :func:`main`)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -129,12 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """``main`` under the project's error convention (one ``error:`` line, exit status 2)."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 with one ``error:`` line on bad input)."""
     from tcc_model.cli import run_main
 
-    return run_main(main, argv)
+    return run_main(_run, argv)
 
 
 if __name__ == "__main__":
-    entry_point(main)
+    entry_point(_run)
