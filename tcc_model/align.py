@@ -244,13 +244,13 @@ def embed_video(model: Any, frames: np.ndarray) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Align two videos and write the side-by-side video and the mapping files."""
+    args = _parse_args(argv)
     from tcc_model.checkpoint import load_model
     from tcc_model.cli import check_checkpoint, check_device, print_written, stage
     from tcc_model.data.format import read_video, write_video
     from tcc_model.errors import DatasetError
     from tcc_model.utils import pick_device
 
-    args = _parse_args(argv)
     paths = [Path(args.video_a), Path(args.video_b)]
     for path in paths:
         if not path.exists():

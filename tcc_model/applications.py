@@ -281,12 +281,12 @@ def _measure(args: argparse.Namespace, train: list[Any], evald: list[Any], split
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Embed train and the evaluated split, measure one application, write its JSON."""
+    args = _parse_args(argv)
     from tcc_model.checkpoint import load_model
     from tcc_model.cli import check_checkpoint, check_device, print_written, stage
     from tcc_model.reporting import strict_json
     from tcc_model.utils import pick_device, write_text_atomic
 
-    args = _parse_args(argv)
     check_checkpoint(args.checkpoint)
     device = pick_device(check_device(args.device))
     with stage(f"loading {args.checkpoint}"):

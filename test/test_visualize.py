@@ -192,3 +192,33 @@ def test_strict_json_and_number_format() -> None:
     assert reporting.fmt(0.7301, "{:.1%}") == "73.0%" and reporting.fmt(np.float64(2.0)) == "2.000"
     assert reporting.fmt("cpu") == "cpu" and reporting.fmt(True) == "True"
     assert reporting.fmt(12) == "12" and reporting.fmt(1, "{:.0%}") == "100%"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "tcc_model.data.check",
+        "tcc_model.align",
+        "tcc_model.applications",
+        "tcc_ros.evaluate_bag",
+        "tcc_ros.record_sim_bag",
+        "tcc_ros.demo_summary",
+    ],
+)
+def test_help_is_clean_and_loads_no_torch(module: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['x', '--help']\n"
+        "try:\n"
+        f"    runpy.run_module({module!r}, run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ") and done.stdout.strip().endswith("no torch")
+    assert "warning" not in done.stderr.lower() and "error" not in done.stderr.lower()
