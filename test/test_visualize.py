@@ -222,3 +222,16 @@ def test_help_is_clean_and_loads_no_torch(module: str) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: ") and done.stdout.strip().endswith("no torch")
     assert "warning" not in done.stderr.lower() and "error" not in done.stderr.lower()
+
+
+def test_timeline_from_monitor_results() -> None:
+    from tcc_model.stream import FrameResult
+
+    results = [
+        FrameResult(0, valid=False),
+        FrameResult(1, valid=True, progress=0.5, phase_id=2, anomaly_score=1.5, anomaly=True),
+    ]
+    tl = vis.timeline_from_results("ep", results, PHASES, true_progress=np.array([0.0, 0.4]))
+    np.testing.assert_array_equal(tl.progress, [np.nan, 0.5])
+    assert tl.phase.tolist() == [-1, 2] and tl.alarm.tolist() == [False, True]
+    assert np.isnan(tl.score[0]) and tl.score[1] == 1.5

@@ -20,6 +20,7 @@ from tcc_model.visualize.timeline import (
     EpisodeTimeline,
     plot_episode_timeline,
     plot_timeline_overview,
+    timeline_from_results,
 )
 from tcc_model.visualize.videos import (
     annotate_frames,
@@ -43,5 +44,6 @@ __all__ = [
     "plot_timeline_overview",
     "project_2d",
     "synchronized_grid",
+    "timeline_from_results",
     "write_synchronized_grid",
 ]

@@ -69,6 +69,37 @@ class EpisodeTimeline:
         return int(hits[0]) if hits.size else -1
 
 
+def timeline_from_results(
+    name: str,
+    results: Sequence[Any],
+    phase_names: Sequence[str] = (),
+    *,
+    true_progress: np.ndarray | None = None,
+    true_phase: np.ndarray | None = None,
+    anomaly_mask: np.ndarray | None = None,
+    threshold: float = 1.0,
+    fps: float | None = None,
+) -> EpisodeTimeline:
+    """An :class:`EpisodeTimeline` from the monitor's per-frame results.
+
+    ``results`` are :class:`tcc_model.stream.FrameResult` objects (or anything with their
+    ``valid``, ``progress``, ``phase_id``, ``anomaly_score`` and ``anomaly`` attributes).
+    """
+    return EpisodeTimeline(
+        name,
+        progress=np.array([r.progress if r.valid else np.nan for r in results], dtype=float),
+        phase=np.array([r.phase_id if r.valid else -1 for r in results], dtype=np.int64),
+        true_progress=true_progress,
+        true_phase=true_phase,
+        score=np.array([r.anomaly_score for r in results], dtype=float),
+        alarm=np.array([bool(r.anomaly) for r in results], dtype=bool),
+        anomaly_mask=anomaly_mask,
+        threshold=threshold,
+        phase_names=list(phase_names),
+        fps=fps,
+    )
+
+
 def _mark_events(ax: Any, tl: EpisodeTimeline, legend: bool) -> None:
     """Shade ground-truth anomalous frames, draw the onset and a tick per alarm."""
     t = tl.time
