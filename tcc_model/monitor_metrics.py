@@ -20,8 +20,9 @@ class EpisodeScore:
     flagged: bool  # the monitor raised an alarm at some frame
     first_alarm: int  # frame index of the first alarm, -1 if none
     onset: int  # first ground-truth anomalous frame, -1 if none
-    detection_delay: int  # first_alarm - onset for caught anomalies, -1 otherwise
+    detection_delay: int  # first alarm raised at/after onset - onset (caught), -1 otherwise
     max_score: float  # highest anomaly score over the episode (for AUROC)
+    false_alarm: bool = False  # an alarm on a normal episode, or raised before the onset
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,9 +42,10 @@ def score_episode(
 ) -> EpisodeScore:
     """Score one episode; all sequences are per frame and of equal length.
 
-    An alarm on an anomalous episode counts as a detection when it comes at or after the
-    ground-truth onset (or anywhere when the episode has no per-frame mask); on a normal episode
-    any alarm is a false alarm.
+    An anomaly is caught by an alarm *raised* (the first frame of a run of alarm frames) at or
+    after the ground-truth onset (anywhere when the episode has no per-frame mask); an alarm
+    raised before the onset is a false alarm (even when it lasts past the onset), as is any
+    alarm on a normal episode. See :func:`alarm_outcome`.
     """
     pred_progress = np.asarray(pred_progress, dtype=np.float64)
     n = pred_progress.size
@@ -73,11 +75,7 @@ def score_episode(
     mask = np.asarray(gt_anomaly_mask, dtype=bool) if gt_anomaly_mask is not None else None
     onset = int(np.flatnonzero(mask)[0]) if mask is not None and mask.any() else -1
     first_alarm = int(alarms[0]) if alarms.size else -1
-    delay = -1
-    if anomalous and alarms.size:
-        after = alarms[alarms >= onset] if onset >= 0 else alarms
-        if after.size:
-            delay = int(after[0] - max(onset, 0))
+    delay, false_alarm = alarm_outcome(arrays["pred_alarm"], onset if anomalous else None)
     scores = arrays["pred_score"][np.isfinite(arrays["pred_score"])]
     return EpisodeScore(
         name=name,
@@ -90,7 +88,25 @@ def score_episode(
         onset=onset,
         detection_delay=delay,
         max_score=float(scores.max()) if scores.size else float("nan"),
+        false_alarm=false_alarm,
     )
+
+
+def alarm_outcome(alarm: Sequence[bool] | np.ndarray, onset: int | None) -> tuple[int, bool]:
+    """``(detection delay or -1, false alarm?)`` of an episode's per-frame alarm flags.
+
+    ``onset``: the first anomalous frame (``-1``: anomalous without a frame mask, any alarm
+    catches it at delay 0 counted from the start); ``None``: a normal episode. An alarm is raised
+    at the first frame of each run of alarm frames; one raised before the onset is a false alarm
+    and does not catch the anomaly even if it lasts past the onset.
+    """
+    flags = np.asarray(alarm, dtype=bool)
+    raised = np.flatnonzero(flags & ~np.concatenate([[False], flags[:-1]]))
+    if onset is None:
+        return -1, bool(raised.size)
+    start = max(onset, 0)
+    after = raised[raised >= start]
+    return (int(after[0] - start) if after.size else -1), bool((raised < start).any())
 
 
 def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:
@@ -135,6 +151,7 @@ def summarize(scores: Sequence[EpisodeScore]) -> dict:
         "false_alarms_per_normal_episode": (
             sum(s.flagged for s in normal) / len(normal) if normal else float("nan")
         ),
+        "pre_onset_false_alarms": sum(s.false_alarm for s in anomalous),
         "median_detection_delay": float(np.median(delays)) if delays else float("nan"),
         "episode_auroc": auroc([s.max_score for s in scores], [s.anomalous for s in scores]),
     }

@@ -1,0 +1,309 @@
+"""Anomaly detectors and their calibration on constructed episodes whose answer is known.
+
+An episode is a smooth path in embedding space plus a 16 x 16 "camera" thumbnail: a fixed scene
+with a per-episode layout offset and an arm whose look follows the task time. Stalls freeze the
+pixels, reversals run the task time backwards, a drop changes part of the scene for good.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tcc_model.errors import ConfigError
+from tcc_model.monitor_metrics import alarm_outcome
+from tcc_model.stream import (
+    ProgressMonitor,
+    ReferenceSet,
+    calibrate,
+    thresholds_from_maxima,
+)
+
+DIM, PIXELS, FPS = 16, 768, 10.0
+PHASES = ["reach", "lift", "pour", "place"]
+
+
+class Task:
+    """Embedding path and thumbnail renderer of one task (fixed seed)."""
+
+    def __init__(self, seed: int = 3) -> None:
+        rng = np.random.default_rng(seed)
+        self.amp = rng.normal(size=(5, DIM)) / np.arange(1, 6)[:, None]
+        self.phase = rng.uniform(0, 2 * np.pi, size=(5, DIM))
+        self.arm = rng.normal(size=(6, PIXELS)) * 0.08
+        self.scene = rng.uniform(0.2, 0.8, size=PIXELS)
+
+    def embed(self, s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        s = np.asarray(s, dtype=np.float64)[:, None, None]
+        clean = np.sum(self.amp * np.sin(np.pi * np.arange(1, 6)[:, None] * s + self.phase), 1)
+        return (clean + rng.normal(scale=0.01, size=clean.shape)).astype(np.float32)
+
+    def pixels(self, s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        basis = np.sin(np.pi * np.arange(1, 7)[None, :] * np.asarray(s)[:, None])
+        layout = rng.normal(scale=0.05, size=PIXELS)  # objects and light differ per episode
+        px = self.scene + layout + basis @ self.arm
+        return (px + rng.normal(scale=0.002, size=px.shape)).astype(np.float32)
+
+
+def timeline(rng: np.random.Generator, pause: int = 0) -> np.ndarray:
+    """Task time per frame: a random warp, with a natural pause of ``pause`` frames."""
+    s = np.linspace(0.0, 1.0, int(rng.integers(90, 130))) ** rng.uniform(0.8, 1.25)
+    if pause:
+        at = int(rng.integers(20, len(s) - 20))
+        s = np.concatenate([s[:at], np.full(pause, s[at]), s[at:]])
+    return s
+
+
+def phase_of(s: np.ndarray) -> np.ndarray:
+    return np.minimum((np.asarray(s) * len(PHASES)).astype(int), len(PHASES) - 1)
+
+
+def episode(task: Task, s: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return task.embed(s, rng), task.pixels(s, rng)
+
+
+PAUSES = (0, 0, 3, 5, 6)  # natural pauses of the normal runs (frames)
+
+
+def calibration_set(task: Task, count: int, seed: int = 100) -> dict[str, list]:
+    rng = np.random.default_rng(seed)
+    times = [timeline(rng, PAUSES[i % len(PAUSES)]) for i in range(count)]
+    pairs = [episode(task, s, seed + 1 + i) for i, s in enumerate(times)]
+    return {
+        "episodes": [p[0] for p in pairs],
+        "pixels": [p[1] for p in pairs],
+        "progress": times,
+        "phase_ids": [phase_of(s) for s in times],
+    }
+
+
+def references(task: Task) -> ReferenceSet:
+    times = [np.linspace(0, 1, 100), np.linspace(0, 1, 130)]
+    embs = [task.embed(s, np.random.default_rng(i)) for i, s in enumerate(times)]
+    ids = [phase_of(s) for s in times]
+    events = [{PHASES[k]: int(np.argmax(p == k)) for k in range(1, len(PHASES))} for p in ids]
+    return ReferenceSet.from_episodes(embs, ids, PHASES, events, "b", ["r0", "r1"], FPS)
+
+
+@pytest.fixture(scope="module")
+def task() -> Task:
+    return Task()
+
+
+@pytest.fixture(scope="module")
+def calibrated(task: Task) -> ReferenceSet:
+    refs = references(task)
+    calibrate(refs, false_alarm_rate=0.05, strict=True, **calibration_set(task, 30))
+    return refs
+
+
+def first_alarm(results, detector: str) -> int:
+    hits = [r.frame_index for r in results if r.detector == detector]
+    return hits[0] if hits else -1
+
+
+def test_calibration_turns_every_detector_on_and_records_rate_count_and_achieved_rate(
+    calibrated,
+):
+    cal = calibrated.calibration
+    states = cal["detector_states"]
+    assert set(states) == {"off_trajectory", "stillness", "direction", "appearance", "phase_skip"}
+    assert all(s["state"] == "on" for s in states.values()), states
+    assert cal["false_alarm_rate"] == 0.05 and cal["episodes_needed"] == 19
+    assert cal["num_episodes"] + cal["num_excluded"] == 30
+    assert 0.0 <= cal["achieved_false_alarm_rate"] <= 0.05
+    assert calibrated.profiles is not None and calibrated.profiles.has_pixels
+
+
+def test_a_frozen_camera_fires_stillness_in_time_whatever_the_progress_does(task, calibrated):
+    rng = np.random.default_rng(5)
+    s = timeline(rng)
+    emb, px = episode(task, s, seed=6)
+    onset, frozen = 40, 40
+    px[onset : onset + frozen] = px[onset]  # the image stands still ...
+    monitor = ProgressMonitor(calibrated)
+    results = monitor.run(emb, None, px)  # ... while the embedding (and progress) move on
+    progress = np.array([r.progress for r in results])
+    assert progress[onset + frozen - 1] - progress[onset] > 0.1
+    limit = monitor.thresholds["stillness"]
+    fired = first_alarm(results, "stillness")
+    # documented delay: the threshold in seconds, plus motion_lag frames to see no motion
+    latest = onset + math.ceil(limit * FPS) + monitor.config.motion_lag + 1
+    assert onset < fired <= latest, (fired, limit)
+    assert results[fired].anomaly_kind == "stalled" and "nothing moves" in (
+        results[fired].anomaly_description
+    )
+    assert not any(r.anomaly for r in results[:onset])
+
+
+def test_a_reversed_stretch_fires_the_direction_detector(task, calibrated):
+    rng = np.random.default_rng(8)
+    s = timeline(rng)
+    turn, back = 60, 25
+    s = np.concatenate([s[:turn], s[turn : turn - back : -1], s[turn - back :]])
+    emb, px = episode(task, s, seed=9)
+    results = ProgressMonitor(calibrated).run(emb, None, px)
+    fired = [r.frame_index for r in results if r.anomaly_kind == "backwards"]
+    assert fired and turn < fired[0] <= turn + 10
+    assert results[fired[0]].detector == "direction"
+    assert not any(r.anomaly for r in results[:turn])
+
+
+def test_a_persistent_appearance_change_fires(task, calibrated):
+    rng = np.random.default_rng(11)
+    s = timeline(rng)
+    emb, px = episode(task, s, seed=12)
+    onset = 50
+    patch = np.zeros(PIXELS, np.float32)
+    patch[np.random.default_rng(0).choice(PIXELS, PIXELS // 8, replace=False)] = 0.3
+    px[onset:] += patch  # something fell and stays there; the embedding does not notice
+    results = ProgressMonitor(calibrated).run(emb, None, px)
+    fired = first_alarm(results, "appearance")
+    assert onset <= fired <= onset + 6
+    assert results[fired].anomaly_kind == "appearance_change"
+    assert not any(r.anomaly for r in results[:onset])
+
+
+def test_normal_pauses_up_to_the_longest_calibrated_pause_do_not_fire(task, calibrated):
+    quiet = 0
+    for i in range(10):
+        rng = np.random.default_rng(200 + i)
+        s = timeline(rng, pause=max(PAUSES))
+        emb, px = episode(task, s, seed=300 + i)
+        results = ProgressMonitor(calibrated).run(emb, None, px)
+        quiet += not any(r.anomaly for r in results)
+    assert quiet >= 9  # a false-alarm rate of 0.05 allows one in ten at most by chance
+
+
+def test_switching_a_detector_off_and_streams_without_pixels(task, calibrated):
+    from tcc_model.stream import MonitorConfig
+
+    s = timeline(np.random.default_rng(5))
+    emb, px = episode(task, s, seed=6)
+    px[40:80] = px[40]
+    config = MonitorConfig(detectors=("off_trajectory", "direction", "appearance", "phase_skip"))
+    monitor = ProgressMonitor(calibrated, config)
+    assert first_alarm(monitor.run(emb, None, px), "stillness") == -1
+    assert "stillness" not in monitor.detector_states
+    monitor = ProgressMonitor(calibrated)
+    monitor.run(emb)  # embeddings only: the image detectors cannot see and say so
+    states = monitor.detector_states
+    assert states["stillness"].startswith("inactive: no pixels")
+    assert states["appearance"].startswith("inactive: no pixels")
+    assert states["direction"].startswith("on (threshold")
+
+
+def test_one_outlier_calibration_episode_is_excluded_and_keeps_every_detector_on(task):
+    refs = references(task)
+    data = calibration_set(task, 30, seed=400)
+    s = np.concatenate(
+        [np.linspace(0, 0.6, 60), np.linspace(0.6, 0.1, 40), np.linspace(0.1, 1, 80)]
+    )
+    emb, px = episode(task, s, seed=999)  # a "normal" run that went far back (a broken demo)
+    px[100:160] = px[100]  # ... and froze
+    data["episodes"].insert(7, emb)
+    data["pixels"].insert(7, px)
+    data["progress"].insert(7, s)
+    data["phase_ids"].insert(7, phase_of(s))
+    cal = calibrate(refs, false_alarm_rate=0.05, **data)
+    assert cal["num_excluded"] == 1 and cal["excluded_episodes"] == [7]
+    assert all(v["state"] == "on" for v in cal["detector_states"].values())
+    assert cal["direction_threshold"] < 0.9 and cal["still_seconds"] < 3.0
+
+
+def test_too_few_episodes_for_the_rate_raise_with_the_number_needed():
+    maxima = np.abs(np.random.default_rng(0).normal(size=(10, 2)))
+    with pytest.raises(ConfigError, match="10 normal episodes .* needs at least 99"):
+        thresholds_from_maxima(maxima, ["off_trajectory", "direction"], 0.01, strict=True)
+    loose = thresholds_from_maxima(maxima, ["off_trajectory", "direction"], 0.01)
+    assert loose["method"] == "fused_max_times_margin" and loose["episodes_needed"] == 99
+
+
+def test_fused_thresholds_have_their_coverage_on_fresh_normal_scores():
+    rng = np.random.default_rng(1)
+    names = ["off_trajectory", "stillness", "direction"]
+
+    def draw(n: int) -> np.ndarray:
+        return np.abs(rng.normal(size=(n, 3))) * [1.0, 2.0, 0.3] + [0.5, 1.0, 0.0]
+
+    misses = []
+    for _ in range(200):
+        thr = thresholds_from_maxima(draw(39), names, 0.1)["thresholds"]
+        fresh = draw(50)
+        misses.append(np.mean((fresh > [thr[n] for n in names]).any(axis=1)))
+    assert np.mean(misses) <= 0.1 + 0.015  # conformal: at most the rate on average
+
+
+@pytest.mark.parametrize(
+    ("alarm", "onset", "expected"),
+    [
+        ([0, 0, 1, 1, 0], None, (-1, True)),  # normal episode: any alarm is false
+        ([0, 0, 0, 0, 0], None, (-1, False)),
+        ([0, 1, 1, 1, 1, 1], 3, (-1, True)),  # raised before the onset and kept: false, missed
+        ([0, 1, 0, 0, 1, 1], 3, (1, True)),  # a false alarm, then a catch one frame late
+        ([0, 0, 0, 1, 1, 0], 3, (0, False)),
+        ([0, 0, 0, 0, 0, 0], 3, (-1, False)),
+    ],
+)
+def test_an_alarm_raised_before_the_onset_is_a_false_alarm(alarm, onset, expected):
+    assert alarm_outcome(np.array(alarm, dtype=bool), onset) == expected
+
+
+def test_bench_stream_counts_a_pre_onset_alarm_as_a_false_alarm():
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_stream.py"
+    spec = importlib.util.spec_from_file_location("bench_stream", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    class Scripted:
+        """A monitor whose alarms are given per episode."""
+
+        def __init__(self, alarms: dict[str, list[int]]) -> None:
+            self.alarms = alarms
+
+        def run(self, embeddings, stamps, pixels):
+            flags = self.alarms[embeddings]
+            return [
+                SimpleNamespace(
+                    anomaly=bool(f),
+                    anomaly_score=2.0 * f,
+                    valid=True,
+                    detector="x" * f,
+                    progress=0.5,
+                    phase_id=0,
+                )
+                for f in flags
+            ]
+
+    def ep(name, anomaly=None, onset=-1):
+        return SimpleNamespace(
+            name=name,
+            embeddings=name,
+            stamps=None,
+            pixels=None,
+            anomaly=anomaly,
+            onset=onset,
+            progress=np.full(6, 0.5),
+            phase_ids=np.zeros(6, int),
+        )
+
+    monitor = Scripted(
+        {
+            "n0": [0] * 6,
+            "n1": [0] * 6,
+            "early": [0, 1, 1, 1, 1, 1],  # raised before the onset (3) and kept
+            "late": [0, 0, 0, 0, 1, 1],
+        }
+    )
+    episodes = [ep("n0"), ep("n1"), ep("early", "stall", 3), ep("late", "stall", 3)]
+    summary = bench.summarize(bench.replay(monitor, episodes))
+    assert summary["pre_onset_false_alarms"] == 1
+    assert summary["stall"]["caught"] == 1 and summary["stall"]["median_delay"] == 1.0
+    assert summary["false_alarms_per_100_normal"] == 0.0
