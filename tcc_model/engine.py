@@ -483,6 +483,8 @@ def load_bundle(
                 "backend 'torch' runs the fp32 weights only; pass variant='fp32' "
                 "or use backend='onnxruntime' for int8"
             )
+        import safetensors  # noqa: F401  (its SafetensorError, for library_load_errors)
+
         from tcc_model.utils import pick_device
 
         weights = bundle / str(manifest.get("weights") or "model.safetensors")
