@@ -141,6 +141,45 @@ def make_bundle(root: Path) -> Path:
     return bundle
 
 
+def frame_costs(repeats: int = 20) -> list[tuple[str, str, float, int]]:
+    """Per hostile frame kind: outcome, median conversion time (ms) and bytes on the wire.
+
+    Measured in this process with :func:`tcc_ros.image_conversion.compressed_to_rgb`, the
+    function the node calls; a valid 224² camera frame is the first row for comparison.
+    """
+    from types import SimpleNamespace
+
+    from tcc_ros.image_conversion import ImageConversionError, compressed_to_rgb
+
+    valid = camera_frames(224, count=1)[0]
+    rows = []
+    for kind, fmt, data in [("valid 224² camera frame", "jpeg", valid), *bad_frames(valid)]:
+        msg = SimpleNamespace(format=fmt, data=data)
+        times, outcome = [], "decoded"
+        for _ in range(repeats):
+            start = time.perf_counter()
+            try:
+                compressed_to_rgb(msg)
+            except ImageConversionError:
+                outcome = "rejected"
+            times.append(time.perf_counter() - start)
+        rows.append((kind, outcome, 1e3 * float(np.median(times)), len(data)))
+    return rows
+
+
+def _costs_table() -> str:
+    import resource
+
+    frame_costs(repeats=1)  # imports and decoder set-up are not the frames' cost
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rows = frame_costs()
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    lines = ["| frame | bytes | outcome | median ms |", "|---|---|---|---|"]
+    lines += [f"| {kind} | {size} | {outcome} | {ms:.3f} |" for kind, outcome, ms, size in rows]
+    lines.append(f"\npeak RSS growth over all of them ({len(rows)} x 20 frames): {grown:.1f} MiB")
+    return "\n".join(lines)
+
+
 class Probe:
     """Publishes the camera and listens to /tcc/progress and /diagnostics (in this process)."""
 
@@ -338,7 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--domain", type=int, default=57, help="ROS_DOMAIN_ID (default 57)")
     p.add_argument("--json", type=Path, help="write the figures as JSON")
+    p.add_argument("--costs-only", action="store_true", help="only the per-frame cost table")
     args = p.parse_args(argv)
+    print(_costs_table(), flush=True)
+    if args.costs_only:
+        return 0
     os.environ.update(ROS_DOMAIN_ID=str(args.domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or make_bundle(Path(tmp))
