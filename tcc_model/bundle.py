@@ -203,7 +203,7 @@ def verify_files(
         path = bundle_dir / name
         if not path.is_file():
             raise BundleError(
-                f"{path}: listed in {MANIFEST_NAME} but missing; "
+                f"{safe_text(path)}: listed in {MANIFEST_NAME} but missing; "
                 "copy the complete bundle directory or re-export it"
             )
         actual = sha256_file(path)
@@ -214,8 +214,8 @@ def verify_files(
                 else "re-export the bundle"
             )
             raise BundleError(
-                f"{path}: sha256 mismatch (manifest {files[name]['sha256'][:12]}..., file "
-                f"{actual[:12]}...); the file is corrupt or was modified: {fix}"
+                f"{safe_text(path)}: sha256 mismatch (manifest {files[name]['sha256'][:12]}..., "
+                f"file {actual[:12]}...); the file is corrupt or was modified: {fix}"
             )
     if manifest.get("bundle_id") != compute_bundle_id(files):
         raise BundleError(
