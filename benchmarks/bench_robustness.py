@@ -147,11 +147,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     probes = rb.ProtocolProbes(
         [m.embeddings for m in train_emb], [m.phase_ids for m in train_emb], len(phase_names)
     )
-    references = _references(engine, train, train_emb, args.references)
-    config = MonitorConfig()
-    cal = calibrate_references(references, calib, args.false_alarm_rate, config, strict=False)
-    monitor = ProgressMonitor(copy.copy(references), config)
-    stats, episodes = {}, {}
+    cal: dict[str, Any] = {}
+    if not args.no_stream:
+        references = _references(engine, train, train_emb, args.references)
+        config = MonitorConfig()
+        cal = calibrate_references(references, calib, args.false_alarm_rate, config, strict=False)
+        monitor = ProgressMonitor(copy.copy(references), config)
+    stats, episodes, resimulated = {}, {}, {}
     for name in names:
         with stage(f"embed and replay {name}"):
             eps = normal_episodes(load_episodes(f"folder:{args.sets / name}", args.split))
@@ -164,6 +166,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             if not args.no_stream:
                 rb.add_stream_records(s, replay(monitor, embedded))
         stats[name], episodes[name] = s, len(eps)
+        manifest = json.loads((args.sets / name / "manifest.json").read_text())
+        resimulated[name] = manifest["generator"].get("resimulated_episodes")
     rows = {CONTROL: {k: {"value": v} for k, v in rb.metric_values(stats[CONTROL]).items()}}
     for name in names[1:]:
         paired = rb.paired_differences(stats[CONTROL], stats[name], args.resamples, args.seed)
@@ -175,6 +179,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "train_dataset": args.train_dataset,
         "sets": str(args.sets),
         "episodes": episodes,
+        "resimulated_episodes": resimulated,
         "train_videos": len(train),
         "calibration": {
             "episodes": cal.get("num_episodes"),
@@ -223,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
     print(markdown(report))
     print(
         "Shifted rows: value (paired difference to the control ± bootstrap SE over "
-        f"{args.resamples} resamples of the episodes)."
+        f"{args.resamples} resamples of the episodes). Episodes re-simulated after a failed "
+        f"label check (then not an exact pair): {report['resimulated_episodes']}."
     )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
