@@ -133,7 +133,13 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def cost_per_frame(monitor_cls: type, config: Any, dim: int, seed: int = 0) -> dict[str, float]:
     """Milliseconds per frame (best of 3 runs of 300 frames), every detector on, with pixels."""
-    from tcc_model.stream import DEFAULT_PHASE_LAGS, ReferenceSet, episode_signals, fit_profiles
+    from tcc_model.stream import (
+        DEFAULT_PHASE_LAGS,
+        DETECTORS,
+        ReferenceSet,
+        episode_signals,
+        fit_profiles,
+    )
 
     rng = np.random.default_rng(seed)
     out = {}
@@ -154,8 +160,7 @@ def cost_per_frame(monitor_cls: type, config: Any, dim: int, seed: int = 0) -> d
             phase_lags=DEFAULT_PHASE_LAGS,
         )
         refs.profiles = fit_profiles([progress], [episode_signals(embeddings[0], pixels, 2, 3)])
-        thresholds = {d: 1e9 for d in ("distance_threshold", "still_seconds", "skip_threshold")}
-        thresholds.update(direction_threshold=1e9, appearance_threshold=1e9)
+        thresholds = {d.threshold: 1e9 for d in DETECTORS.values()}
         monitor = monitor_cls(refs, replace(config, **thresholds))
         idx = np.linspace(0, length - 1, 300).astype(int)
         best = math.inf

@@ -166,6 +166,45 @@ def _cross_fitted_maxima(
     return maxima, full
 
 
+def _record(
+    fitted: dict[str, Any],
+    maxima: np.ndarray,
+    names: list[str],
+    has_pixels: bool,
+    base: MonitorConfig,
+    **values: Any,
+) -> dict[str, Any]:
+    """The calibration dict stored in ``references.json`` (thresholds, states, data summary)."""
+    distances = values.pop("distances")
+    n = len(maxima)
+    calibration: dict[str, Any] = {
+        "method": fitted["method"],
+        "description": "per-episode maxima of the detector statistics on held-out normal "
+        "episodes (profiles cross-fitted on the other half); outliers excluded; split-conformal "
+        f"bound at the false-alarm rate ({values['method']})",
+        "false_alarm_rate": values.pop("false_alarm_rate"),
+        "episodes_needed": fitted["episodes_needed"],
+        "achieved_false_alarm_rate": fitted["achieved_rate"],
+        "num_episodes": n - len(fitted["excluded"]),
+        "num_excluded": len(fitted["excluded"]),
+        "excluded_episodes": fitted["excluded"],
+        **values,
+        "detectors": names,
+        "detector_states": detector_states(fitted["thresholds"], maxima, names, has_pixels),
+        "rest_phases": list(base.rest_phases),
+        "off_trajectory_m": base.off_trajectory_m,
+        "off_trajectory_n": base.off_trajectory_n,
+        "aligned_distance_quantiles": {
+            q: float(np.quantile(distances, float(q))) for q in ("0.5", "0.9", "0.99")
+        },
+        "episode_maxima": {k: maxima[:, i].tolist() for i, k in enumerate(names)},
+    }
+    calibration["method"] = fitted["method"]
+    for name, spec in DETECTORS.items():
+        calibration[spec.threshold] = fitted["thresholds"].get(name, math.inf)
+    return calibration
+
+
 def calibrate(
     references: ReferenceSet,
     episodes: Sequence[np.ndarray],
@@ -232,40 +271,24 @@ def calibrate(
     maxima, profiles = _cross_fitted_maxima(replay, temperature, source, aligned, signals)
     names = list(base.detectors)
     fitted = thresholds_from_maxima(maxima, names, false_alarm_rate, method, strict, margin)
-    has_pixels = pixels is not None
-    states = detector_states(fitted["thresholds"], maxima, names, has_pixels)
-    calibration: dict[str, Any] = {
-        "method": fitted["method"],
-        "description": "per-episode maxima of the detector statistics on held-out normal "
-        "episodes (profiles cross-fitted on the other half); outliers excluded; split-conformal "
-        f"bound at the false-alarm rate ({method})",
-        "false_alarm_rate": false_alarm_rate,
-        "episodes_needed": fitted["episodes_needed"],
-        "episodes_needed_for_conformal": fitted["episodes_needed"],
-        "achieved_false_alarm_rate": fitted["achieved_rate"],
-        "margin": margin,
-        "num_episodes": n - len(fitted["excluded"]),
-        "num_excluded": len(fitted["excluded"]),
-        "excluded_episodes": fitted["excluded"],
-        "num_frames": int(sum(len(e) for e in episodes)),
-        "temperature": temperature,
-        "temperature_factor": factor,
-        "temperature_selection": selection,
-        "median_aligned_distance": scale,
-        "phase_source": source,
-        "phase_accuracy": accuracy,
-        "detectors": names,
-        "detector_states": states,
-        "rest_phases": list(base.rest_phases),
-        "off_trajectory_m": base.off_trajectory_m,
-        "off_trajectory_n": base.off_trajectory_n,
-        "aligned_distance_quantiles": {
-            q: float(np.quantile(distances, float(q))) for q in ("0.5", "0.9", "0.99")
-        },
-        "episode_maxima": {k: maxima[:, i].tolist() for i, k in enumerate(names)},
-    }
-    for name, spec in DETECTORS.items():
-        calibration[spec.threshold] = fitted["thresholds"].get(name, math.inf)
+    calibration = _record(
+        fitted,
+        maxima,
+        names,
+        pixels is not None,
+        base,
+        false_alarm_rate=false_alarm_rate,
+        method=method,
+        margin=margin,
+        num_frames=int(sum(len(e) for e in episodes)),
+        temperature=temperature,
+        temperature_factor=factor,
+        temperature_selection=selection,
+        median_aligned_distance=scale,
+        phase_source=source,
+        phase_accuracy=accuracy,
+        distances=distances,
+    )
     references.calibration = calibration
     references.profiles = profiles
     return calibration

@@ -84,7 +84,7 @@ class MonitorBase:
         self.frame_index = 0
         self.invalid_frames = 0
         unset = {n for n, d in DETECTORS.items() if getattr(self.config, d.threshold) is None}
-        _warn_about_detectors({k: v for k, v in self._anomaly.states.items() if k in unset})
+        _warn_about_detectors(self._anomaly.states, unset)
 
     # -- public API ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -142,14 +142,7 @@ class MonitorBase:
         index = self.frame_index
         self.frame_index += 1
         t = float(stamp) if stamp is not None else index / self.fps
-        emb = np.asarray(embedding, dtype=np.float32)
-        if emb.ndim == 2 and emb.shape[0] == 1:
-            emb = emb[0]
-        reason = ""
-        if emb.ndim != 1 or emb.shape[0] != self.references.dim:
-            reason = f"embedding shape {tuple(emb.shape)} != ({self.references.dim},)"
-        elif not np.isfinite(emb).all():
-            reason = "embedding holds NaN/inf"
+        emb, reason = self._checked(embedding)
         if reason:
             self.invalid_frames += 1
             return FrameResult(
@@ -196,6 +189,17 @@ class MonitorBase:
             stamp=t,
             **out,
         )
+
+    def _checked(self, embedding: np.ndarray) -> tuple[np.ndarray, str]:
+        """``(embedding [D] float32, why it is invalid or "")``."""
+        emb = np.asarray(embedding, dtype=np.float32)
+        if emb.ndim == 2 and emb.shape[0] == 1:
+            emb = emb[0]
+        if emb.ndim != 1 or emb.shape[0] != self.references.dim:
+            return emb, f"embedding shape {tuple(emb.shape)} != ({self.references.dim},)"
+        if not np.isfinite(emb).all():
+            return emb, "embedding holds NaN/inf"
+        return emb, ""
 
     def run(
         self,
@@ -264,16 +268,23 @@ def _resolve_thresholds(
     return Thresholds(values), off
 
 
-def _warn_about_detectors(states: Mapping[str, str]) -> None:
-    """Log every enabled detector that cannot fire (never switched off silently)."""
-    silent = {k: v for k, v in states.items() if not v.startswith(("on", "inactive"))}
-    if silent and len(silent) == len(states):
+def _warn_about_detectors(states: Mapping[str, str], unset: set[str]) -> None:
+    """Log every enabled detector left without a threshold (never switched off silently).
+
+    Detectors whose threshold the config sets (``inf`` included) are the caller's choice.
+    """
+    silent = {
+        k: v for k, v in states.items() if k in unset and not v.startswith(("on", "inactive"))
+    }
+    if not silent:
+        return
+    if all(not v.startswith(("on", "inactive")) for v in states.values()):
         _LOG.warning(
             "anomaly detection is off: %s; run `python -m tcc_model.reference` or set the "
             "MonitorConfig thresholds",
             "; ".join(f"{k} {v}" for k, v in silent.items()),
         )
-    elif silent:
+    else:
         _LOG.warning(
             "anomaly detectors that cannot fire: %s",
             "; ".join(f"{k} {v}" for k, v in silent.items()),

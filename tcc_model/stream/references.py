@@ -130,6 +130,10 @@ class ReferenceSet:
             raise ReferencesError(
                 f"references: phase_lags must be >= 1 frames, got {self.phase_lags}"
             )
+        self._check_classifier()
+
+    def _check_classifier(self) -> None:
+        """Shape of the optional phase classifier against the phases, D and lags."""
         if self.phase_weights is not None:
             k = len(self.phase_names)
             d = self.embeddings[0].shape[1] * (1 + len(self.phase_lags))
