@@ -86,6 +86,13 @@ def test_label_json_is_strict_with_numpy_and_nan_metadata() -> None:
     assert data["metadata"] == {"flow": None, "ids": [0, 1], "ok": True}
 
 
+def test_binary_label_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "ep.json"
+    path.write_bytes(b"\xc5\x00\xff garbage")
+    with pytest.raises(DatasetError, match="ep.json: not a UTF-8 text file"):
+        EpisodeLabels.load(path)
+
+
 def test_unlabelled_labels_round_trip() -> None:
     labels = EpisodeLabels(video="v", fps=30.0, num_frames=5)
     again = EpisodeLabels.from_json(labels.to_json())

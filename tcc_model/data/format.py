@@ -162,9 +162,14 @@ class EpisodeLabels:
         """Read and parse a label file."""
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise DatasetError(f"{path}: cannot read label file ({exc.strerror})") from exc
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                f"{path}: not a UTF-8 text file (byte {exc.start}); a label file is JSON, "
+                "rewrite or delete it"
+            ) from exc
         return cls.from_json(text, source=path)
 
     def validate(self) -> list[str]:
