@@ -21,20 +21,27 @@ events), its uncertainty the posterior std. The phase is the argmax, with hyster
 references' linear phase classifier applied to the frame's embedding and its differences to a few
 earlier frames (:func:`lagged_features`; fitted on labelled normal videos by
 :func:`fit_phase_classifier`) or of the posterior mass per phase: the classifier when
-:func:`calibrate` measured it clearly more accurate on the calibration episodes. Anomalies:
-``off_trajectory`` (distance to the aligned band above a conformal threshold for m of the last n
-frames), ``stalled`` (no progress for longer than any nominal run stalled, outside rest phases),
-``backwards`` (progress fell back from its peak by more than any nominal run did),
-``phase_skipped`` (the committed phase jumped over a phase whose posterior probability stayed low:
-the evidence is one minus that phase's peak probability since the last phase change, thresholded
-like the other statistics).
+:func:`calibrate` measured it clearly more accurate on the calibration episodes.
+
+Anomalies (:data:`DETECTORS`, switched by ``MonitorConfig.detectors``; the result names the
+detector that fired): ``off_trajectory`` (distance to the aligned band), ``stillness`` (the image
+stands still where normal runs move: a stall), ``direction`` (the embedding moves against the
+normal direction at that progress: a reversal), ``appearance`` (the scene changed since the
+episode's first frame more than normal runs at that progress: drops, misses, spills),
+``phase_skip`` (the committed phase jumped over a phase whose probability stayed low), and the
+progress-based ``progress_stall`` / ``progress_backwards``. The image detectors compare with
+per-progress normal profiles (:mod:`~tcc_model.stream.profiles`) fitted by :func:`calibrate`;
+thresholds are split-conformal on the per-episode maxima of normal episodes
+(:mod:`~tcc_model.stream.thresholds`), and a detector calibration cannot support is reported
+off with the reason (``ProgressMonitor.detector_states``), never dropped silently.
 
 Modules: :mod:`~tcc_model.stream.references` (reference I/O), :mod:`~tcc_model.stream.phase`
 (phase classifier and tracker), :mod:`~tcc_model.stream.features` (feature cache),
 :mod:`~tcc_model.stream.config` (settings and results; :func:`monitor_config` is the one source
-of settings), :mod:`~tcc_model.stream.detectors` (anomaly rules), :mod:`~tcc_model.stream.monitor`
-(shared frame path), :mod:`~tcc_model.stream.hmm` and :mod:`~tcc_model.stream.nearest` (the two
-monitors), :mod:`~tcc_model.stream.calibration`.
+of settings), :mod:`~tcc_model.stream.profiles` (per-frame signals, normal profiles),
+:mod:`~tcc_model.stream.detectors` (anomaly rules), :mod:`~tcc_model.stream.monitor` (shared frame
+path), :mod:`~tcc_model.stream.hmm` and :mod:`~tcc_model.stream.nearest` (the two monitors),
+:mod:`~tcc_model.stream.calibration` and :mod:`~tcc_model.stream.thresholds`.
 """
 
 from tcc_model.stream.calibration import (

@@ -25,6 +25,7 @@ class DetectorSpec:
     statistic: str  # unit of the statistic compared with the threshold
     needs_pixels: bool
     sees: str
+    cost: str  # extra work per frame
 
 
 DETECTORS: dict[str, DetectorSpec] = {
@@ -38,6 +39,7 @@ DETECTORS: dict[str, DetectorSpec] = {
             False,
             "distance of the embedding to the aligned reference band: the m-th largest of the "
             "last n frames",
+            "reuses the band distance; a sort of n values",
         ),
         DetectorSpec(
             "stillness",
@@ -48,6 +50,8 @@ DETECTORS: dict[str, DetectorSpec] = {
             "image motion (RMS change of a 16x16 thumbnail over motion_lag frames) below "
             "still_ratio x the normal motion at that progress: seconds of consecutive still "
             "frames outside rest phases",
+            "the 16x16 thumbnail (an area resize of the already resized frame) and one "
+            "768-value difference",
         ),
         DetectorSpec(
             "direction",
@@ -58,6 +62,7 @@ DETECTORS: dict[str, DetectorSpec] = {
             "direction of the embedding's motion over direction_lag frames against the normal "
             "direction at that progress: mean over direction_frames of max(0, -cos) x "
             "min(1, speed / normal speed)",
+            "one D-value difference and dot product",
         ),
         DetectorSpec(
             "appearance",
@@ -68,6 +73,7 @@ DETECTORS: dict[str, DetectorSpec] = {
             "thumbnail change since the episode's first frame against the normal change at that "
             "progress (median, 1.4826 MAD): the appearance_m-th largest z of the last "
             "appearance_n frames",
+            "one 768-value difference and a sort of appearance_n values",
         ),
         DetectorSpec(
             "phase_skip",
@@ -76,6 +82,7 @@ DETECTORS: dict[str, DetectorSpec] = {
             "1 - peak probability",
             False,
             "the committed phase jumped over a phase whose probability stayed low",
+            "none beyond the phase tracker (K values)",
         ),
         DetectorSpec(
             "progress_stall",
@@ -85,6 +92,7 @@ DETECTORS: dict[str, DetectorSpec] = {
             False,
             "aligned progress advancing less than stall_min_advance (the filter's prior keeps it "
             "moving: weak for real stalls)",
+            "a few scalar operations",
         ),
         DetectorSpec(
             "progress_backwards",
@@ -93,6 +101,7 @@ DETECTORS: dict[str, DetectorSpec] = {
             "progress",
             False,
             "fall of the aligned progress from its running peak",
+            "one scalar comparison",
         ),
     )
 }
