@@ -19,7 +19,7 @@ setup(
             "tcc-train=tcc_model.train:main",
             "tcc-evaluate=tcc_model.evaluate:main",
             "tcc-export=tcc_model.export.cli:main",
-            "tcc-monitor=tcc_ros.monitor:main",
+            "tcc-monitor=tcc_ros.monitor:cli",
         ]
     },
 )

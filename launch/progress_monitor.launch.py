@@ -2,108 +2,74 @@
 
     ros2 launch tcc_ros progress_monitor.launch.py bundle:=/path/to/bundle
     ros2 launch tcc_ros progress_monitor.launch.py bundle:=/path/to/bundle use_demo_camera:=true
+    ros2 launch tcc_ros progress_monitor.launch.py bundle:=... namespace:=robot1   # /robot1/...
 
-Starts the same processes as ``python -m tcc_ros.monitor`` (which works without ``ros2``): the
-monitor node with ``params_file``, the console view, and optionally a demo camera replaying a
-dataset with ground truth. Launch arguments override the same keys of ``params_file``.
+Starts the processes planned by :func:`tcc_ros.launch_wiring.plan`, exactly what
+``python -m tcc_ros.monitor`` starts without ``ros2``: the monitor node with ``params_file``, the
+console view, and optionally a demo camera replaying a dataset with ground truth. A launch
+argument overrides a key of ``params_file`` only when it is given. When the monitor exits the
+launch ends; when it exits with an error the launch fails (non-zero status). ``ros2 launch
+tcc_ros progress_monitor.launch.py --show-args`` lists the arguments.
 """
 
-import os
-
-from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
+from launch.actions import (
+    DeclareLaunchArgument,
+    OpaqueFunction,
+    RegisterEventHandler,
+    Shutdown,
+    TimerAction,
+)
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
+from tcc_ros.launch_wiring import LAUNCH_ARGUMENTS, exit_problem, plan
+
+#: Seconds the console keeps listening after the demo camera's last frame.
+DRAIN_S = 5.0
+#: Seconds a process may take to end after SIGINT (and after SIGTERM) before the next signal.
+CLEAN_EXIT_S = "20"
+
+
+def _on_exit(role: str):
+    def handler(event, _context):
+        problem = exit_problem(role, event.returncode)
+        if problem:  # an exception in a handler makes `ros2 launch` shut down and exit 1
+            raise RuntimeError(problem)
+        if role == "camera":
+            return [TimerAction(period=DRAIN_S, actions=[Shutdown(reason="demo stream ended")])]
+        return [Shutdown(reason=f"{role} exited")]
+
+    return handler
+
+
+def _processes(context):
+    given = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS}
+    actions = []
+    for spec in plan(given):
+        node = Node(
+            package="tcc_ros",
+            executable=spec.executable,
+            name=spec.name,
+            namespace=spec.namespace,
+            arguments=spec.arguments,
+            parameters=spec.parameters,
+            output="screen",
+            # the console writes its report on SIGINT: give it time on a loaded machine
+            sigterm_timeout=CLEAN_EXIT_S,
+            sigkill_timeout=CLEAN_EXIT_S,
+        )
+        actions.append(node)
+        if spec.role in ("monitor", "camera"):
+            handler = OnProcessExit(target_action=node, on_exit=_on_exit(spec.role))
+            actions.append(RegisterEventHandler(handler))
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(
-        get_package_share_directory("tcc_ros"), "config", "progress_monitor.yaml"
-    )
-    bundle = LaunchConfiguration("bundle")
-    image_topic = LaunchConfiguration("image_topic")
-    namespace = LaunchConfiguration("output_namespace")
-    compressed = LaunchConfiguration("compressed")
     arguments = [
-        DeclareLaunchArgument("bundle", description="exported bundle directory"),
-        DeclareLaunchArgument(
-            "image_topic",
-            default_value="/camera/image_raw",
-            description="camera topic (sensor_msgs/Image)",
-        ),
-        DeclareLaunchArgument(
-            "output_namespace",
-            default_value="/tcc",
-            description="prefix of the output topics (progress, phase, "
-            "alignment, anomaly, reset, reload); the node itself keeps its name",
-        ),
-        DeclareLaunchArgument(
-            "compressed",
-            default_value="false",
-            description="true: sensor_msgs/CompressedImage on image_topic",
-        ),
-        DeclareLaunchArgument(
-            "params_file",
-            default_value=default_params,
-            description="parameter file of the progress_monitor node",
-        ),
-        DeclareLaunchArgument(
-            "use_console", default_value="true", description="print events and a final report"
-        ),
-        DeclareLaunchArgument(
-            "use_demo_camera", default_value="false", description="replay a dataset as the camera"
-        ),
-        DeclareLaunchArgument("demo_dataset", default_value="sim_pouring"),
-        DeclareLaunchArgument("demo_split", default_value="test"),
-        DeclareLaunchArgument("demo_rate", default_value="12.0"),
+        DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
+        for a in LAUNCH_ARGUMENTS
     ]
-    monitor = Node(
-        package="tcc_ros",
-        executable="progress_monitor",
-        name="progress_monitor",
-        output="screen",
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "bundle": bundle,
-                "image_topic": image_topic,
-                "output_namespace": namespace,
-                "compressed": compressed,
-            },
-        ],
-    )
-    console = Node(
-        package="tcc_ros",
-        executable="monitor_console",
-        name="monitor_console",
-        output="screen",
-        arguments=["--namespace", namespace],
-        condition=IfCondition(LaunchConfiguration("use_console")),
-    )
-    camera = Node(
-        package="tcc_ros",
-        executable="camera_source",
-        name="camera_source",
-        output="screen",
-        arguments=[
-            "--dataset",
-            LaunchConfiguration("demo_dataset"),
-            "--split",
-            LaunchConfiguration("demo_split"),
-            "--rate",
-            LaunchConfiguration("demo_rate"),
-            "--image-topic",
-            image_topic,
-            "--compressed",
-            compressed,
-            "--ground-truth-topic",
-            [namespace, "/ground_truth"],
-            "--reset-topic",
-            [namespace, "/reset"],
-        ],
-        condition=IfCondition(LaunchConfiguration("use_demo_camera")),
-    )
-    return LaunchDescription([*arguments, monitor, console, camera])
+    return LaunchDescription([*arguments, OpaqueFunction(function=_processes)])

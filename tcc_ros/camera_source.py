@@ -2,8 +2,10 @@
 
 Publishes ``sensor_msgs/Image`` (or ``CompressedImage``) at a fixed rate, and, for labelled
 sources, ``tcc_ros/GroundTruth`` on ``/tcc/ground_truth`` with the **same** ``header.stamp`` as
-the image. Between episodes it publishes ``std_msgs/Empty`` on ``/tcc/reset``. At the end of the
-stream it exits (or starts over with ``--loop``).
+the image. Between episodes it calls the monitor's ``reset`` service (``tcc_ros/srv/ResetEpisode``,
+``/tcc/reset`` by default). At the end of the stream it exits (or starts over with ``--loop``).
+A source that cannot be read (missing video, unknown dataset) fails before anything waits for
+subscribers.
 
 Examples::
 
@@ -16,7 +18,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import signal
+import itertools
 import sys
 import threading
 import time
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tcc_model.errors import ConfigError, DatasetError, safe_text
 
 ANOMALY_KINDS = ("drop", "miss", "stall", "reversed")
 
@@ -47,8 +51,9 @@ class SourceEpisode:
         if isinstance(labels, dict):
             labels = EpisodeLabels.from_dict(labels)
         if len(frames) != labels.num_frames:
-            raise ValueError(
-                f"episode {name}: {len(frames)} frames but its labels say {labels.num_frames}"
+            raise DatasetError(
+                f"episode {safe_text(name)}: {len(frames)} frames but its labels say "
+                f"{labels.num_frames}"
             )
         return cls(name=name, frames=frames, truth=ground_truth_fields(labels, name))
 
@@ -74,7 +79,9 @@ def dataset_episodes(
 
     episodes = load_dataset_split(name, split)
     if not episodes:
-        raise ValueError(f"--dataset {name} --split {split}: the split holds no episodes")
+        raise DatasetError(
+            f"--dataset {safe_text(name)} --split {safe_text(split)}: the split holds no episodes"
+        )
     for episode in episodes[:limit]:
         frames = _resize(episode.load_frames(), size)
         if episode.labels.has_phase_labels:
@@ -100,7 +107,7 @@ def video_episode(path: str, size: int | None) -> Iterator[SourceEpisode]:
     from tcc_model.data.format import read_video
 
     if not Path(path).exists():
-        raise ValueError(f"--video {path}: no such file or folder")
+        raise ConfigError(f"--video {safe_text(path)}: no such file or folder")
     yield SourceEpisode(Path(path).stem, _resize(read_video(path), size))
 
 
@@ -172,7 +179,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--image-topic", default="/camera/image_raw")
     p.add_argument("--ground-truth-topic", default="/tcc/ground_truth")
-    p.add_argument("--reset-topic", default="/tcc/reset")
+    p.add_argument(
+        "--reset-service",
+        default="/tcc/reset",
+        help="the monitor's reset service, called between episodes (default /tcc/reset)",
+    )
     p.add_argument(
         "--compressed",
         nargs="?",
@@ -181,7 +192,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=_truthy,
         help="publish JPEG CompressedImage (also --compressed true|false)",
     )
-    p.add_argument("--reliable", action="store_true", help="reliable QoS (default best effort)")
+    p.add_argument(
+        "--reliable",
+        action="store_true",
+        help="reliable QoS (default best effort); use it when the monitor subscribes reliably",
+    )
     p.add_argument("--loop", action="store_true", help="start over at the end of the stream")
     p.add_argument(
         "--episode-gap",
@@ -194,6 +209,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=float,
         default=15.0,
         help="wait up to S seconds for an image subscriber before starting (default 15)",
+    )
+    p.add_argument(
+        "--wait-ground-truth",
+        action="store_true",
+        help="also wait for a ground-truth subscriber (a console scoring the run)",
     )
     p.add_argument("--frame-id", default="camera")
     args = p.parse_args(list(argv))
@@ -224,9 +244,9 @@ class CameraSourceNode:
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
-        from std_msgs.msg import Empty
 
         from tcc_ros.msg import GroundTruth
+        from tcc_ros.srv import ResetEpisode
 
         self.args = args
         self.node = Node("camera_source", context=context)
@@ -239,20 +259,28 @@ class CameraSourceNode:
         self._image_type = CompressedImage if args.compressed else Image
         self.pub_image = self.node.create_publisher(self._image_type, args.image_topic, qos)
         self.pub_truth = self.node.create_publisher(GroundTruth, args.ground_truth_topic, 50)
-        self.pub_reset = self.node.create_publisher(Empty, args.reset_topic, 10)
-        self._GroundTruth, self._Empty = GroundTruth, Empty
+        self.reset_client = self.node.create_client(ResetEpisode, args.reset_service)
+        self._GroundTruth, self._ResetEpisode = GroundTruth, ResetEpisode
+        self._reset_warned = False
         self.stop_event = threading.Event()
         self.published = 0
 
+    def _subscribed(self) -> bool:
+        truth_wanted = self.args.wait_ground_truth
+        return self.pub_image.get_subscription_count() > 0 and (
+            not truth_wanted or self.pub_truth.get_subscription_count() > 0
+        )
+
     def wait_for_subscribers(self) -> bool:
-        """Wait until the image topic has a subscriber (up to ``--wait-subscribers`` s)."""
+        """Wait until the image topic (and with ``--wait-ground-truth`` the ground-truth topic)
+        has a subscriber, up to ``--wait-subscribers`` s."""
         deadline = time.monotonic() + self.args.wait_subscribers
         while time.monotonic() < deadline and not self.stop_event.is_set():
-            if self.pub_image.get_subscription_count() > 0:
+            if self._subscribed():
                 time.sleep(0.5)  # let the other outputs match too
                 return True
             time.sleep(0.05)
-        return self.pub_image.get_subscription_count() > 0
+        return self._subscribed()
 
     def _image_msg(self, frame: np.ndarray, header: Any) -> Any:
         from tcc_ros.image_conversion import rgb_to_compressed_fields, rgb_to_image_fields
@@ -280,26 +308,51 @@ class CameraSourceNode:
             self.published += 1
         return next_tick
 
-    def run(self) -> int:
-        """Publish the whole stream; returns the process exit code."""
+    def reset_monitor(self) -> None:
+        """Call the monitor's reset service (waits up to ``--episode-gap`` + 5 s for the answer)."""
+        import rclpy
+
         log = self.node.get_logger()
+        if not self.reset_client.service_is_ready():
+            if not self._reset_warned:
+                log.warning(f"no reset service {self.reset_client.srv_name}: episodes run on")
+                self._reset_warned = True
+            return
+        future = self.reset_client.call_async(self._ResetEpisode.Request())
+        rclpy.spin_until_future_complete(self.node, future, timeout_sec=self.args.episode_gap + 5)
+        result = future.result() if future.done() else None
+        if result is None or not result.success:
+            log.warning(f"monitor reset failed: {result.message if result else 'no answer'}")
+
+    def run(self) -> int:
+        """Publish the whole stream; returns the process exit code.
+
+        The first episode is read before waiting for subscribers, so a source that cannot be
+        read fails at once.
+        """
+        log = self.node.get_logger()
+        episodes = episodes_from_args(self.args)
+        first = next(episodes, None)
+        if first is None:
+            raise DatasetError("the source holds no episodes")
         if not self.wait_for_subscribers() and not self.stop_event.is_set():
             log.warning(
-                f"no subscriber on {self.args.image_topic} after "
+                f"no subscriber on {self.args.image_topic} (or its ground truth) after "
                 f"{self.args.wait_subscribers:.0f} s; publishing anyway"
             )
         next_tick = time.monotonic()
-        first = True
+        count = 0
+        stream: Iterator[SourceEpisode] = itertools.chain([first], episodes)
         while not self.stop_event.is_set():
-            for episode in episodes_from_args(self.args):
+            for episode in stream:
                 if self.stop_event.is_set():
                     break
-                if not first:
-                    self.pub_reset.publish(self._Empty())
+                if count:
+                    self.reset_monitor()
                     if self.stop_event.wait(self.args.episode_gap):
                         break
                     next_tick = time.monotonic()
-                first = False
+                count += 1
                 log.info(
                     f"episode {episode.name}: {len(episode.frames)} frames "
                     f"{episode.frames.shape[1]}x{episode.frames.shape[2]} "
@@ -309,6 +362,7 @@ class CameraSourceNode:
                 next_tick = self.publish_episode(episode, next_tick)
             if not self.args.loop:
                 break
+            stream = episodes_from_args(self.args)
         time.sleep(0.3)  # let the last messages leave before the participant goes away
         log.info(f"end of stream after {self.published} frames")
         return 0
@@ -316,6 +370,9 @@ class CameraSourceNode:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (``camera_source ...``); ROS arguments after ``--ros-args`` are honoured."""
+    from tcc_ros.monitor_node.app import catch_stop_signals, ignore_stop_signals
+
+    stop = catch_stop_signals()  # from the start: no KeyboardInterrupt ever
     import rclpy
     from rclpy.utilities import remove_ros_args
 
@@ -325,17 +382,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args=["camera_source", *argv], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO
     )
     source = CameraSourceNode(args)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: source.stop_event.set())
+    source.stop_event = stop
     try:
         return source.run()
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: camera_source: {exc}", file=sys.stderr)
-        return 2
     finally:
         source.node.destroy_node()
         rclpy.try_shutdown()
+        ignore_stop_signals()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tcc_model.cli import entry_point
+
+    entry_point(main)

@@ -1,10 +1,13 @@
 """Console view of a running monitor, and the live report against the demo camera's ground truth.
 
-Subscribes to the monitor outputs (``/tcc/progress``, ``/tcc/phase``, ``/tcc/anomaly``),
-``/tcc/ground_truth`` and ``/diagnostics``; prints phase changes, anomaly onsets and a progress
-line; on exit prints (and optionally writes as JSON) a report: progress MAE, phase accuracy,
-anomalies caught / missed / false alarms and end-to-end latency (image stamp -> ``/tcc/phase``
-received here). Messages are matched to ground truth by ``header.stamp``.
+Subscribes to the monitor outputs (``progress``, ``phase``, ``anomaly``, the latched ``info``
+with the phase names) and the demo camera's ``ground_truth``, all relative to its namespace
+(``--namespace``, default ``/tcc``), and to ``/diagnostics``; prints phase changes, anomaly onsets
+and a progress line; on exit prints (and optionally writes as JSON) a report: progress MAE, phase
+accuracy, anomalies caught / missed / false alarms, end-to-end latency (image stamp ->
+``phase`` received here) and the monitor's input / processing rates while frames were flowing.
+Messages are matched to ground truth by ``header.stamp``. Without any monitor output it says so
+instead of printing a table of NaNs.
 
 Run: ``python -m tcc_ros.console [--report OUT.json] [--duration S]``.
 """
@@ -14,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import sys
 import threading
 import time
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tcc_model.monitor_metrics import score_episode, summarize
 
 
 @dataclass
@@ -47,6 +51,17 @@ class LiveReport:
     anomaly_score: dict[int, float] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     diagnostics: dict[str, str] = field(default_factory=dict)
+    rates_hz: list[tuple[float, float]] = field(default_factory=list)  # (input, processed)
+
+    def add_diagnostics(self, values: dict[str, str]) -> None:
+        """Keep the latest diagnostics; rates only while frames were flowing (input > 0)."""
+        self.diagnostics = dict(values)
+        try:
+            rates = (float(values["input_rate_hz"]), float(values["processed_rate_hz"]))
+        except (KeyError, ValueError):
+            return
+        if rates[0] > 0 and len(self.rates_hz) < 100_000:
+            self.rates_hz.append(rates)
 
     def add_truth(
         self,
@@ -100,8 +115,6 @@ class LiveReport:
         monitor published no progress for are left out of the progress and phase scores) and the
         episodes are aggregated with :func:`tcc_model.monitor_metrics.summarize`.
         """
-        from tcc_model.monitor_metrics import score_episode, summarize
-
         scores = []
         for stamps in self._episodes():
             truth = [self.truth[s] for s in stamps]
@@ -121,6 +134,7 @@ class LiveReport:
         summary = summarize(scores)
         estimated = sum(s in self.truth for s in self.phase)
         lat = np.array(self.latencies_ms, float)
+        rates = np.array(self.rates_hz, float).reshape(-1, 2)
         return {
             "episodes": len(scores),
             "frames_ground_truth": len(self.truth),
@@ -135,12 +149,20 @@ class LiveReport:
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else math.nan,
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else math.nan,
             "latency_samples": int(lat.size),
+            "input_rate_hz": float(np.median(rates[:, 0])) if rates.size else math.nan,
+            "processed_rate_hz": float(np.median(rates[:, 1])) if rates.size else math.nan,
             "diagnostics": dict(self.diagnostics),
         }
 
 
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%" if math.isfinite(value) else "n/a"
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """Markdown table of a :meth:`LiveReport.report` dict."""
+    """Markdown table of a :meth:`LiveReport.report` dict (a line instead when it is empty)."""
+    if not report["frames_estimated"] and not report["latency_samples"]:
+        return "no monitor outputs received: no report (is the monitor running?)"
     rows = [
         ("episodes", f"{report['episodes']}"),
         (
@@ -148,7 +170,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['frames_estimated']} / {report['frames_ground_truth']}",
         ),
         ("progress MAE", f"{report['progress_mae']:.3f}"),
-        ("phase accuracy", f"{report['phase_accuracy']:.3f}"),
+        ("phase accuracy", _percent(report["phase_accuracy"])),
         (
             "anomalies caught / missed / false alarms",
             " / ".join(
@@ -159,6 +181,10 @@ def format_report(report: dict[str, Any]) -> str:
         (
             "latency p50 / p99 (ms)",
             f"{report['latency_ms_p50']:.1f} / {report['latency_ms_p99']:.1f}",
+        ),
+        (
+            "input / processed rate (Hz, median while streaming)",
+            f"{report['input_rate_hz']:.2f} / {report['processed_rate_hz']:.2f}",
         ),
     ]
     diag = report.get("diagnostics") or {}
@@ -189,25 +215,33 @@ class ConsoleNode:
     def __init__(self, namespace: str = "/tcc", quiet: bool = False, context: Any = None) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.node import Node
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-        from tcc_ros.msg import Anomaly, GroundTruth, TaskPhase, TaskProgress
+        from tcc_ros.monitor_node.outputs import ANOMALY_NAMES
+        from tcc_ros.msg import Anomaly, GroundTruth, MonitorInfo, TaskPhase, TaskProgress
 
-        ns = namespace.rstrip("/")
-        self.node = Node("monitor_console", context=context)
+        self.node = Node("monitor_console", namespace=namespace, context=context)
         self.report = LiveReport()
         self.quiet = quiet
         self._lock = threading.Lock()
-        self._last_phase = ""
-        self._last_anomaly = False
+        self._last_phase = -2
+        self._last_anomaly = 0
         self._last_print = 0.0
         self._episode = ""
+        self._phase_names: list[str] = []
+        self._anomaly_names = ANOMALY_NAMES
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
         sub = self.node.create_subscription
-        sub(TaskProgress, f"{ns}/progress", self._on_progress, qos)
-        sub(TaskPhase, f"{ns}/phase", self._on_phase, qos)
-        sub(Anomaly, f"{ns}/anomaly", self._on_anomaly, qos)
-        sub(GroundTruth, f"{ns}/ground_truth", self._on_truth, qos)
+        sub(MonitorInfo, "info", self._on_info, latched)
+        sub(TaskProgress, "progress", self._on_progress, qos)
+        sub(TaskPhase, "phase", self._on_phase, qos)
+        sub(Anomaly, "anomaly", self._on_anomaly, qos)
+        sub(GroundTruth, "ground_truth", self._on_truth, qos)
         sub(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     @staticmethod
@@ -217,6 +251,18 @@ class ConsoleNode:
     def _say(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
+
+    def _on_info(self, msg: Any) -> None:
+        self._phase_names = list(msg.phase_names)
+        self._say(
+            f"== monitor: bundle {msg.bundle_id or '?'} ({msg.backend}), phases "
+            f"{', '.join(self._phase_names)}, {len(msg.reference_ids)} references"
+        )
+
+    def _phase_name(self, phase_id: int) -> str:
+        if 0 <= phase_id < len(self._phase_names):
+            return self._phase_names[phase_id]
+        return "?" if phase_id < 0 else f"phase {phase_id}"
 
     def _on_truth(self, msg: Any) -> None:
         with self._lock:
@@ -243,33 +289,36 @@ class ConsoleNode:
             bar = "#" * int(round(20 * msg.progress))
             self._say(
                 f"   progress [{bar:<20}] {100 * msg.progress:5.1f}% "
-                f"(+/- {100 * msg.uncertainty:.1f}) frame {msg.frame_index}"
+                f"(+/- {100 * msg.progress_std:.1f}) frame {msg.frame_index}"
             )
 
     def _on_phase(self, msg: Any) -> None:
         received = time.time_ns()
         with self._lock:
-            self.report.add_phase(self._ns(msg.header.stamp), msg.phase_id, received)
-        if msg.phase_name != self._last_phase:
-            self._last_phase = msg.phase_name
-            self._say(f"-> phase {msg.phase_name or '?'} (confidence {msg.confidence:.2f})")
+            self.report.add_phase(self._ns(msg.header.stamp), msg.id, received)
+        if msg.id != self._last_phase:
+            self._last_phase = msg.id
+            self._say(f"-> phase {self._phase_name(msg.id)} (confidence {msg.confidence:.2f})")
 
     def _on_anomaly(self, msg: Any) -> None:
+        flagged = msg.kind != 0
         with self._lock:
-            self.report.add_anomaly(self._ns(msg.header.stamp), msg.anomaly, msg.score)
-        if msg.anomaly != self._last_anomaly:
-            self._last_anomaly = msg.anomaly
-            if msg.anomaly:
-                self._say(f"!! ANOMALY {msg.kind}: {msg.description} (score {msg.score:.2f})")
+            self.report.add_anomaly(self._ns(msg.header.stamp), flagged, msg.score)
+        if msg.kind != self._last_anomaly:
+            self._last_anomaly = msg.kind
+            if flagged:
+                kind = self._anomaly_names.get(msg.kind, str(msg.kind))
+                self._say(f"!! ANOMALY {kind}: {msg.description} (score {msg.score:.2f})")
             else:
                 self._say("   anomaly cleared")
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
             if "progress monitor" in status.name:
+                values = {kv.key: kv.value for kv in status.values}
+                values["message"] = status.message
                 with self._lock:
-                    self.report.diagnostics = {kv.key: kv.value for kv in status.values}
-                    self.report.diagnostics["message"] = status.message
+                    self.report.add_diagnostics(values)
 
     def final_report(self) -> dict[str, Any]:
         with self._lock:
@@ -278,7 +327,11 @@ class ConsoleNode:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="monitor_console", description=__doc__.split("\n\n")[0])
-    p.add_argument("--namespace", default="/tcc", help="monitor output namespace (default /tcc)")
+    p.add_argument(
+        "--namespace",
+        default="/tcc",
+        help="namespace of the monitor's outputs (default /tcc); -r __ns:=... also sets it",
+    )
     p.add_argument("--report", type=Path, default=None, help="write the final report as JSON")
     p.add_argument("--duration", type=float, default=None, help="exit after S seconds")
     p.add_argument("--quiet", action="store_true", help="print only the final report")
@@ -290,6 +343,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: spin until SIGINT/SIGTERM or ``--duration``, then print the report."""
+    from tcc_ros.monitor_node.app import catch_stop_signals, ignore_stop_signals
+
+    stop = catch_stop_signals()  # from the start: no KeyboardInterrupt ever
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.utilities import remove_ros_args
@@ -301,9 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal_handler_options=rclpy.signals.SignalHandlerOptions.NO,
     )
     console = ConsoleNode(args.namespace, quiet=args.quiet)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    import scipy.stats  # noqa: F401  (the final report needs it: load it now, not at Ctrl-C)
+
     executor = SingleThreadedExecutor()
     executor.add_node(console.node)
     deadline = None if args.duration is None else time.monotonic() + args.duration
@@ -315,8 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         executor.shutdown()
         console.node.destroy_node()
         rclpy.try_shutdown()
+        ignore_stop_signals()
     print("\n" + format_report(report), flush=True)
-    if args.report is not None:
+    if args.report is not None and (report["frames_estimated"] or report["latency_samples"]):
         from tcc_model.utils import write_text_atomic
 
         write_text_atomic(args.report, json.dumps(_json_safe(report), indent=2) + "\n")
@@ -324,4 +380,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tcc_model.cli import entry_point
+
+    entry_point(main)

@@ -24,93 +24,62 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tcc_model.errors import ConfigError
 from tcc_ros.camera_source import ANOMALY_KINDS
+from tcc_ros.launch_wiring import (
+    NodeSpec,
+    command_line,
+    default_params_file,
+    exit_problem,
+    plan,
+    read_node_parameters,
+)
 
-NODE_KEY_SUFFIX = "progress_monitor"
-
-
-def read_node_parameters(params_file: str | os.PathLike) -> dict[str, Any]:
-    """``ros__parameters`` of the progress_monitor entry of a ROS 2 parameter file.
-
-    Raises ``ValueError`` naming the file when it is missing, not YAML or has no such entry.
-    """
-    path = Path(params_file)
-    if not path.is_file():
-        raise ValueError(f"--params {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--params {path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"--params {path}: expected a mapping of node names")
-    for key, section in data.items():
-        name = str(key).rstrip("/").split("/")[-1]
-        if name in (NODE_KEY_SUFFIX, "**") and isinstance(section, dict):
-            params = section.get("ros__parameters")
-            if isinstance(params, dict):
-                return params
-    raise ValueError(
-        f"--params {path}: no '/**/progress_monitor: ros__parameters:' section; "
-        "start from config/progress_monitor.yaml"
-    )
+__all__ = ["build_commands", "main", "parse_args", "read_node_parameters", "run"]
 
 
-def build_commands(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, list[str]]:
+def launch_arguments(args: argparse.Namespace) -> dict[str, str]:
+    """The launch arguments (``launch_wiring.LAUNCH_ARGUMENTS``) the command line gives."""
+    given = {
+        "params_file": str(args.params) if args.params else "",
+        "bundle": args.bundle or "",
+        "namespace": args.namespace,
+        "image_topic": args.image_topic or "",
+        "compressed": args.compressed or "",
+        "use_console": "false" if args.no_console else "true",
+        "report": str(args.report) if args.report else "",
+        "use_demo_camera": "true" if args.with_demo_camera else "false",
+        "demo_dataset": args.demo_dataset,
+        "demo_split": args.demo_split,
+        "demo_episodes": str(args.demo_episodes or ""),
+        "demo_rate": str(args.demo_rate),
+    }
+    return given
+
+
+def _camera_extras(spec: NodeSpec, args: argparse.Namespace) -> None:
+    """Options only this launcher offers: the live simulator and a frame size."""
+    if args.demo_sim:
+        argv = spec.arguments
+        for flag in ("--dataset", "--split"):
+            i = argv.index(flag)
+            del argv[i : i + 2]
+        if "--episodes" not in argv:
+            argv += ["--episodes", "1"]
+        argv += ["--sim", "--seed", str(args.demo_seed)]
+        if args.demo_anomaly:
+            argv += ["--anomaly", args.demo_anomaly]
+    if args.demo_size:
+        spec.arguments += ["--size", str(args.demo_size)]
+
+
+def build_commands(args: argparse.Namespace) -> dict[str, list[str]]:
     """Command lines of the child processes, keyed by role (monitor, console, camera)."""
-    py = [sys.executable, "-m"]
-    namespace = str(params.get("output_namespace", "/tcc")).rstrip("/")
-    image_topic = args.image_topic or str(params.get("image_topic", "/camera/image_raw"))
-    monitor = [
-        *py,
-        "tcc_ros.monitor_node",
-        "--ros-args",
-        "--params-file",
-        str(args.params),
-        "-p",
-        f"image_topic:={image_topic}",
-    ]
-    if args.bundle:
-        monitor += ["-p", f"bundle:={args.bundle}"]
-    commands = {"monitor": monitor}
-    if not args.no_console:
-        console = [*py, "tcc_ros.console", "--namespace", namespace]
-        if args.report:
-            console += ["--report", str(args.report)]
-        commands["console"] = console
-    if args.with_demo_camera:
-        camera = [
-            *py,
-            "tcc_ros.camera_source",
-            "--rate",
-            f"{args.demo_rate:g}",
-            "--image-topic",
-            image_topic,
-            "--ground-truth-topic",
-            f"{namespace}/ground_truth",
-            "--reset-topic",
-            f"{namespace}/reset",
-        ]
-        if args.demo_sim:
-            camera += [
-                "--sim",
-                "--episodes",
-                str(args.demo_episodes or 1),
-                "--seed",
-                str(args.demo_seed),
-            ]
-            if args.demo_anomaly:
-                camera += ["--anomaly", args.demo_anomaly]
-        else:
-            camera += ["--dataset", args.demo_dataset, "--split", args.demo_split]
-            if args.demo_episodes:
-                camera += ["--episodes", str(args.demo_episodes)]
-        if params.get("compressed"):
-            camera.append("--compressed")
-        if args.demo_size:
-            camera += ["--size", str(args.demo_size)]
-        commands["camera"] = camera
+    commands = {}
+    for spec in plan(launch_arguments(args)):
+        if spec.role == "camera":
+            _camera_extras(spec, args)
+        commands[spec.role] = command_line(spec, sys.executable)
     return commands
 
 
@@ -120,12 +89,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--params",
-        required=True,
+        default=None,
         type=Path,
-        help="ROS 2 parameter file (config/progress_monitor.yaml)",
+        help=f"ROS 2 parameter file (default {default_params_file()})",
     )
     p.add_argument("--bundle", default=None, help="bundle directory (overrides the params file)")
     p.add_argument("--image-topic", default=None, help="overrides image_topic of the params file")
+    p.add_argument(
+        "--compressed",
+        default=None,
+        choices=["true", "false"],
+        help="overrides compressed of the params file",
+    )
+    p.add_argument(
+        "--namespace",
+        default="tcc",
+        help="namespace of the nodes: outputs come out as /NAMESPACE/progress, ... (default tcc)",
+    )
     p.add_argument(
         "--with-demo-camera",
         action="store_true",
@@ -154,8 +134,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--drain",
         type=float,
-        default=3.0,
-        help="seconds to wait for the last outputs after the camera ends (default 3)",
+        default=5.0,
+        help="seconds to wait for the last outputs after the camera ends (default 5)",
     )
     p.add_argument("--no-console", action="store_true", help="do not start the console view")
     args = p.parse_args(list(argv))
@@ -178,10 +158,10 @@ def _terminate(proc: subprocess.Popen, timeout: float = 10.0) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Start the children, supervise them, stop them in order; returns the exit status."""
-    params = read_node_parameters(args.params)
+    params = read_node_parameters(args.params or default_params_file())
     if not (args.bundle or params.get("bundle")):
-        raise ValueError("no bundle: pass --bundle DIR or set bundle in the params file")
-    commands = build_commands(args, params)
+        raise ConfigError("no bundle: pass --bundle DIR or set bundle in the params file")
+    commands = build_commands(args)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     stop_requested = False
 
@@ -201,8 +181,10 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(0.2)
             monitor_rc = procs["monitor"].poll()
             if monitor_rc is not None:
-                print(f"error: the monitor node exited with status {monitor_rc}", file=sys.stderr)
-                status = monitor_rc or 1
+                problem = exit_problem("monitor", monitor_rc)
+                if problem:
+                    print(f"error: {problem}", file=sys.stderr)
+                    status = monitor_rc if monitor_rc > 0 else 1
                 break
             camera = procs.get("camera")
             if camera is not None and camera.poll() is not None:
@@ -216,23 +198,25 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for role in ("camera", "monitor", "console"):  # the console last: it writes the report
             if role in procs:
-                rc = _terminate(procs[role])
+                rc = _terminate(procs[role], timeout=30.0 if role == "console" else 10.0)
                 if role == "monitor" and rc not in (0, -signal.SIGTERM) and status == 0:
                     status = rc if rc > 0 else 1
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig in previous:  # ignored from here: a late Ctrl-C must not kill the exit
+            signal.signal(sig, signal.SIG_IGN)
     return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; user errors print one ``error:`` line and exit 2."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """Entry point; user errors print one ``error:`` line and exit 2 (``tcc_model.cli``)."""
+    return run(parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def cli() -> None:
+    """Console-script entry (``tcc-monitor``): :func:`main` under the one error convention."""
+    from tcc_model.cli import entry_point
+
+    entry_point(main)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

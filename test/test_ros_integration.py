@@ -1,17 +1,18 @@
-"""ROS 2 adapters: report maths, launch wiring, the monitor node in-process, and multi-process runs.
+"""ROS 2 adapters: report maths, the monitor node in-process, and multi-process runs.
 
-* pure tests (no ROS): the live report, parameter file parsing, launch file consistency;
-* ``ros``: the monitor node in-process with a stand-in monitor (fast, seconds);
+* pure tests (no ROS): the live report;
+* ``ros``: the monitor node in-process with a stand-in monitor (fast, seconds): outputs, namespace
+  and remapping, the reset / reload services, diagnostics;
 * ``ros`` + ``slow``: real processes (monitor node, camera, console) on a bundle exported from a
-  tiny light model with references from rendered simulator episodes.
+  tiny light model with references from rendered simulator episodes, and Ctrl-C of the process
+  group. Launch wiring, parameters and time: ``test_ros_launch.py``, ``test_ros_parameters.py``,
+  ``test_ros_time.py``.
 
 Every ROS test uses its own ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST.
 """
 
 from __future__ import annotations
 
-import ast
-import itertools
 import json
 import math
 import os
@@ -25,25 +26,22 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from ros_helpers import (
+    DOMAINS,
+    PARAMS,
+    REPO,
+    StandInMonitor,
+    call,
+    diag_values,
+    image,
+    linked,
+    make_node,
+    probe,
+    ros_env,
+    wait,
+)
 
 from tcc_ros.console import LiveReport, format_report
-from tcc_ros.monitor import build_commands, parse_args, read_node_parameters
-
-REPO = Path(__file__).resolve().parents[1]
-PARAMS = REPO / "config" / "progress_monitor.yaml"
-LAUNCH = REPO / "launch" / "progress_monitor.launch.py"
-_DOMAINS = itertools.count(60 + os.getpid() % 80)
-
-
-def _ros_env(domain: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ROS_DOMAIN_ID": str(domain),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "PYTHONUNBUFFERED": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -78,7 +76,7 @@ def test_live_report_metrics_match_hand_computed_values() -> None:
     assert (rep["anomalies_caught"], rep["anomalies_missed"], rep["false_alarms"]) == (1, 0, 0)
     assert rep["detection_delay_frames_median"] == 1.0
     assert rep["latency_ms_p50"] == pytest.approx(9.0)
-    assert "0.875" in format_report(rep)
+    assert "87.5%" in format_report(rep)
 
 
 def test_live_report_counts_misses_and_false_alarms_and_unmatched_stamps() -> None:
@@ -112,397 +110,180 @@ def test_live_report_splits_replayed_episodes_and_ignores_alarms_before_onset() 
 
 
 # ------------------------------------------------------------------------------------------------
-# Pure: parameter file, launcher commands, launch file
-# ------------------------------------------------------------------------------------------------
-def test_params_file_has_the_monitor_section() -> None:
-    params = read_node_parameters(PARAMS)
-    assert params["image_topic"].startswith("/")
-    assert params["qos"]["reliability"] in ("best_effort", "reliable")
-
-
-def test_params_file_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no such file"):
-        read_node_parameters(tmp_path / "missing.yaml")
-    bad = tmp_path / "other.yaml"
-    bad.write_text("some_node:\n  ros__parameters: {a: 1}\n")
-    with pytest.raises(ValueError, match="progress_monitor"):
-        read_node_parameters(bad)
-
-
-def test_monitor_config_overrides_in_params_are_monitor_config_fields() -> None:
-    from dataclasses import fields
-
-    from tcc_model.stream import MonitorConfig
-
-    names = {f.name for f in fields(MonitorConfig)}
-    assert set(read_node_parameters(PARAMS).get("monitor", {})) <= names
-
-
-def test_launcher_wires_topics_consistently() -> None:
-    args = parse_args(
-        [
-            "--params",
-            str(PARAMS),
-            "--bundle",
-            "B",
-            "--with-demo-camera",
-            "--demo-episodes",
-            "2",
-            "--report",
-            "r.json",
-        ]
-    )
-    params = {"image_topic": "/cam/img", "output_namespace": "/mon"}
-    cmds = build_commands(args, params)
-    assert set(cmds) == {"monitor", "console", "camera"}
-    assert "bundle:=B" in cmds["monitor"] and "image_topic:=/cam/img" in cmds["monitor"]
-    cam = cmds["camera"]
-    assert cam[cam.index("--image-topic") + 1] == "/cam/img"
-    assert cam[cam.index("--reset-topic") + 1] == "/mon/reset"
-    assert cam[cam.index("--ground-truth-topic") + 1] == "/mon/ground_truth"
-    assert cmds["console"][cmds["console"].index("--namespace") + 1] == "/mon"
-
-
-def _launch_nodes() -> list[dict]:
-    tree = ast.parse(LAUNCH.read_text())
-    nodes = []
-    for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Node":
-            kw = {k.arg: k.value for k in call.keywords}
-            nodes.append(kw)
-    return nodes
-
-
-def test_launch_file_compiles_and_names_installed_executables() -> None:
-    compile(LAUNCH.read_text(), str(LAUNCH), "exec")
-    nodes = _launch_nodes()
-    executables = {ast.literal_eval(n["executable"]) for n in nodes}
-    assert executables == {"progress_monitor", "monitor_console", "camera_source"}
-    for exe in executables:
-        script = REPO / "scripts" / exe
-        assert script.is_file() and os.access(script, os.X_OK), f"scripts/{exe} missing or not +x"
-        assert script.read_text().startswith("#!/usr/bin/env python3")
-        module = script.read_text().split("from tcc_ros.")[1].split(" import")[0]
-        assert (REPO / "tcc_ros" / f"{module}.py").is_file()
-    assert {ast.literal_eval(n["package"]) for n in nodes} == {"tcc_ros"}
-
-
-def test_launch_parameters_exist_in_the_params_file_and_cli_flags_exist() -> None:
-    params = read_node_parameters(PARAMS)
-    monitor = next(
-        n for n in _launch_nodes() if ast.literal_eval(n["executable"]) == "progress_monitor"
-    )
-    overrides = next(e for e in monitor["parameters"].elts if isinstance(e, ast.Dict))
-    for key in overrides.keys:
-        assert ast.literal_eval(key) in params
-    from tcc_ros.camera_source import parse_args as camera_args
-    from tcc_ros.console import parse_args as console_args
-
-    for node in _launch_nodes():
-        flags = [
-            ast.literal_eval(e)
-            for e in getattr(node.get("arguments"), "elts", [])
-            if isinstance(e, ast.Constant) and str(e.value).startswith("--")
-        ]
-        exe = ast.literal_eval(node["executable"])
-        if exe == "camera_source":
-            argv = list(itertools.chain.from_iterable((f, "1") for f in flags))
-            argv[argv.index("--dataset") + 1] = "sim_pouring"
-            camera_args(argv)  # raises SystemExit on an unknown flag
-        elif exe == "monitor_console":
-            console_args(list(itertools.chain.from_iterable((f, "/x") for f in flags)))
-
-
-def test_launch_gives_camera_and_monitor_the_same_image_settings() -> None:
-    nodes = {ast.literal_eval(n["executable"]): n for n in _launch_nodes()}
-    overrides = next(
-        e for e in nodes["progress_monitor"]["parameters"].elts if isinstance(e, ast.Dict)
-    )
-    monitor = {
-        ast.literal_eval(k): ast.unparse(v) for k, v in zip(overrides.keys, overrides.values)
-    }
-    camera = [ast.unparse(e) for e in nodes["camera_source"]["arguments"].elts]
-    for flag, key in (("'--image-topic'", "image_topic"), ("'--compressed'", "compressed")):
-        assert camera[camera.index(flag) + 1] == monitor[key], flag
-    declared = {
-        ast.literal_eval(c.args[0])
-        for c in ast.walk(ast.parse(LAUNCH.read_text()))
-        if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "DeclareLaunchArgument"
-    }
-    assert {"bundle", "image_topic", "output_namespace", "compressed"} <= declared
-
-
-def test_camera_compressed_flag_takes_a_launch_value() -> None:
-    from tcc_ros.camera_source import parse_args as camera_args
-
-    base = ["--dataset", "sim_pouring"]
-    assert camera_args(base).compressed is False
-    assert camera_args([*base, "--compressed"]).compressed is True
-    assert camera_args([*base, "--compressed", "false"]).compressed is False
-    assert camera_args([*base, "--compressed", "True"]).compressed is True
-    with pytest.raises(SystemExit):
-        camera_args([*base, "--compressed", "maybe"])
-
-
-# ------------------------------------------------------------------------------------------------
 # In-process: the node with a stand-in monitor
 # ------------------------------------------------------------------------------------------------
-class _StandInMonitor:
-    """Phase = mean pixel value // 50; sleeps ``delay`` s per frame like a slow engine."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay, self.frames, self.resets = delay, 0, 0
-
-    def process_frame(self, frame: np.ndarray, stamp: float):
-        from tcc_model.stream import FrameResult
-
-        time.sleep(self.delay)
-        value = float(frame.mean())
-        self.frames += 1
-        return FrameResult(
-            frame_index=self.frames - 1,
-            valid=True,
-            progress=value / 255,
-            progress_std=0.01,
-            reference_id="ref",
-            reference_frame=self.frames,
-            reference_length=100,
-            phase_id=int(value // 50),
-            phase_name="p",
-            phase_confidence=0.9,
-            phase_progress=0.5,
-            distance=0.1,
-            anomaly_score=value / 200,
-            anomaly=value > 200,
-            anomaly_kind="off_trajectory" if value > 200 else "",
-        )
-
-    def reset(self) -> None:
-        self.resets += 1
-        self.frames = 0
-
-
-@pytest.fixture
-def ros_graph(monkeypatch):
-    """A fresh rclpy context on a private domain with an executor spinning in a thread."""
-    rclpy = pytest.importorskip("rclpy")
-    pytest.importorskip("tcc_ros.msg", reason="build the messages first (make env)")
-    from rclpy.executors import MultiThreadedExecutor
-
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    ctx = rclpy.context.Context()
-    rclpy.init(context=ctx, domain_id=next(_DOMAINS))
-    executor = MultiThreadedExecutor(num_threads=3, context=ctx)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set() and ctx.ok():
-            executor.spin_once(timeout_sec=0.05)
-
-    thread = threading.Thread(target=spin, daemon=True)
-    graph = SimpleNamespace(ctx=ctx, executor=executor, nodes=[])
-    thread.start()
-    yield graph
-    stop.set()
-    thread.join(5)
-    for node in graph.nodes:
-        if hasattr(node, "stop"):
-            node.stop()
-        node.destroy_node()
-    executor.shutdown()
-    rclpy.shutdown(context=ctx)
-
-
-def _make_node(graph, monitor, **params):
-    from rclpy.parameter import Parameter
-
-    from tcc_ros.monitor_node import LoadedMonitor, ProgressMonitorNode
-
-    calls = []
-
-    def factory(bundle, backend, threads, overrides):
-        calls.append((bundle, overrides))
-        return LoadedMonitor(
-            monitor=monitor, backend="stand-in", bundle_id="id", anomaly_threshold=1.0
-        )
-
-    overrides = [
-        Parameter(k, value=v)
-        for k, v in {
-            "bundle": "b0",
-            "image_topic": "/cam",
-            "diagnostics_period": 0.2,
-            **params,
-        }.items()
-    ]
-    node = ProgressMonitorNode(
-        monitor_factory=factory, context=graph.ctx, parameter_overrides=overrides
-    )
-    graph.nodes.append(node)
-    graph.executor.add_node(node)
-    return node, calls
-
-
-def _probe(graph, reliable_images: bool = True):
-    """A node publishing images to /cam and recording /tcc/phase, /tcc/anomaly, /diagnostics."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.node import Node
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-    from tcc_ros.msg import Anomaly, TaskPhase
-
-    node = Node("probe", context=graph.ctx)
-    rel = ReliabilityPolicy.RELIABLE if reliable_images else ReliabilityPolicy.BEST_EFFORT
-    pub = node.create_publisher(Image, "/cam", QoSProfile(depth=100, reliability=rel))
-    got = SimpleNamespace(phase=[], anomaly=[], diag=[])
-    node.create_subscription(TaskPhase, "/tcc/phase", got.phase.append, 100)
-    node.create_subscription(Anomaly, "/tcc/anomaly", got.anomaly.append, 100)
-    node.create_subscription(DiagnosticArray, "/diagnostics", got.diag.append, 100)
-    graph.nodes.append(node)
-    graph.executor.add_node(node)
-    return node, pub, got
-
-
-def _linked(node, pub) -> bool:
-    """Both directions matched: the node reads the probe's images and the probe its outputs
-    (messages sent before a reader matches are lost, even when reliable)."""
-    return (
-        pub.get_subscription_count() > 0
-        and node.pub_phase.get_subscription_count() > 0
-        and node.pub_anomaly.get_subscription_count() > 0
-    )
-
-
-def _wait(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-def _image(value: int, sec: int, **overrides):
-    from builtin_interfaces.msg import Time
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import Header
-
-    fields = dict(
-        height=8, width=8, encoding="rgb8", is_bigendian=0, step=24, data=bytes([value]) * 192
-    )
-    fields.update(overrides)
-    return Image(header=Header(stamp=Time(sec=sec, nanosec=7)), **fields)
-
-
-def _diag_values(got) -> dict[str, str]:
-    return {kv.key: kv.value for kv in got.diag[-1].status[0].values}
-
-
 @pytest.mark.ros
 def test_node_publishes_stamped_outputs_and_skips_malformed_frames(ros_graph) -> None:
-    monitor = _StandInMonitor()
+    from tcc_ros.msg import Anomaly, TaskPhase
+
+    monitor = StandInMonitor()
     # reliable, deep input QoS: this test checks conversion and counting, not transport losses
-    node, _ = _make_node(ros_graph, monitor, **{"qos.reliability": "reliable", "qos.depth": 10})
-    probe, pub, got = _probe(ros_graph, reliable_images=True)
-    assert _wait(lambda: _linked(node, pub)), "node and probe never matched"
+    node, _ = make_node(ros_graph, monitor, **{"qos.reliability": "reliable", "qos.depth": 10})
+    _probe_node, pub, got = probe(ros_graph)
+    assert wait(lambda: linked(node, pub)), "node and probe never matched"
     time.sleep(0.3)
     frames = [
-        _image(10, 1),
-        _image(120, 2),
-        _image(0, 3, step=5),
-        _image(220, 4),
-        _image(0, 5, encoding="weird"),
-        _image(0, 6, data=b"\x00" * 10),
-        _image(60, 7),
+        image(10, 1),
+        image(120, 2),
+        image(0, 3, step=5),
+        image(220, 4),
+        image(0, 5, encoding="weird" * 10_000),
+        image(0, 6, data=b"\x00" * 10),
+        image(60, 7),
     ]
     for msg in frames:
         pub.publish(msg)
         time.sleep(0.1)
-    assert _wait(lambda: len(got.phase) >= 4)
+    assert wait(lambda: len(got.phase) >= 4 and len(got.alignment) >= 4)
     assert [m.header.stamp.sec for m in got.phase] == [1, 2, 4, 7]
     assert all(m.header.stamp.nanosec == 7 for m in got.phase)
-    assert [m.phase_id for m in got.phase] == [0, 2, 4, 1]
-    assert [m.anomaly for m in got.anomaly] == [False, False, True, False]
-    assert got.anomaly[2].kind == "off_trajectory" and got.anomaly[2].threshold == 1.0
+    assert [m.id for m in got.phase] == [0, 2, 4, 1]
+    assert [m.kind for m in got.anomaly] == [Anomaly.NONE] * 2 + [Anomaly.OFF_TRAJECTORY, 0]
+    assert got.anomaly[2].description == "far" and got.anomaly[2].frames_since_onset >= 0
+    assert got.anomaly[0].frames_since_onset == -1 and got.anomaly[0].description == ""
+    assert [m.reference_index for m in got.alignment] == [1] * 4  # "r1" in MonitorInfo
+    assert TaskPhase.UNKNOWN == -1
+    # static information once, latched: a subscriber that came late still gets it
+    assert wait(lambda: got.info, 5) and got.info[-1].phase_names[4] == "e"
+    assert got.info[-1].reference_lengths.tolist() == [90, 100]
 
     # The 3 malformed frames are rejected when the worker looks at them; one superseded in the
     # mailbox before that (a loaded machine) is counted as dropped instead, never processed.
     def settled() -> bool:
-        v = _diag_values(got) if got.diag else {}
+        v = diag_values(got) if got.diag else {}
         return (v.get("frames_received"), v.get("frames_processed")) == ("7", "4") and int(
             v.get("frames_rejected", 0)
         ) + int(v.get("frames_dropped", 0)) == 3
 
-    assert _wait(settled, 10), _diag_values(got) if got.diag else "no /diagnostics received"
-    values = _diag_values(got)
+    assert wait(settled, 10), diag_values(got) if got.diag else "no /diagnostics received"
+    values = diag_values(got)
     assert values["backend"] == "stand-in" and int(values["frames_rejected"]) >= 1
-    assert any(word in values["last_rejection"] for word in ("weird", "truncated", "step"))
+    assert values["frames_failed"] == "0" and values["stamp_jumps"] == "0"
+    # echoed input is escaped and capped: the 50 000-character encoding is not copied whole
+    assert all(len(v) < 1000 for v in values.values()), max(map(len, values.values()))
 
 
 @pytest.mark.ros
 def test_fast_camera_keeps_only_the_newest_frame(ros_graph) -> None:
-    monitor = _StandInMonitor(delay=0.05)  # 20 fps engine
+    monitor = StandInMonitor(delay=0.05)  # 20 fps engine
     # reliable deep input queue: every frame reaches the callback, so the mailbox does the dropping
-    node, _ = _make_node(ros_graph, monitor, **{"qos.reliability": "reliable", "qos.depth": 100})
-    _, pub, got = _probe(ros_graph)
-    assert _wait(lambda: _linked(node, pub))
+    node, _ = make_node(ros_graph, monitor, **{"qos.reliability": "reliable", "qos.depth": 100})
+    _, pub, got = probe(ros_graph)
+    assert wait(lambda: linked(node, pub))
     time.sleep(0.3)
     sent = 60
     for i in range(sent):  # 200 fps camera
-        pub.publish(_image(i % 200, 100 + i))
+        pub.publish(image(i % 200, 100 + i))
         time.sleep(0.005)
-    assert _wait(lambda: got.phase and got.phase[-1].header.stamp.sec == 100 + sent - 1, 10), (
+    assert wait(lambda: got.phase and got.phase[-1].header.stamp.sec == 100 + sent - 1, 10), (
         "the newest frame must be processed"
     )
     stamps = [m.header.stamp.sec for m in got.phase]
     assert stamps == sorted(stamps)
     s = node.stats
-    assert _wait(lambda: s.received == sent, 5)
+    assert wait(lambda: s.received == sent, 5)
     assert s.dropped > sent // 3, f"expected drops at 10x overload, got {s.dropped}"
     assert s.processed + s.dropped == s.received
     assert monitor.frames == s.processed < sent
 
 
 @pytest.mark.ros
-def test_reset_and_reload_topics(ros_graph) -> None:
-    from rclpy.node import Node
-    from std_msgs.msg import Empty, String
+def test_outputs_follow_the_namespace_and_remapping(ros_graph) -> None:
+    monitor = StandInMonitor()
+    node, _ = make_node(
+        ros_graph,
+        monitor,
+        namespace="/robot1",
+        cli_args=["--ros-args", "-r", "anomaly:=alarms"],
+        **{"qos.reliability": "reliable", "qos.depth": 10},
+    )
+    assert node.pub_phase.topic_name == "/robot1/phase"
+    assert node.pub_anomaly.topic_name == "/robot1/alarms"
+    _, pub, got = probe(ros_graph, namespace="/robot1")
+    assert wait(lambda: pub.get_subscription_count() and node.pub_phase.get_subscription_count())
+    time.sleep(0.3)
+    pub.publish(image(10, 1))
+    assert wait(lambda: len(got.phase) == 1 and len(got.progress) == 1, 10)
+    assert got.anomaly == []  # remapped away from /robot1/anomaly
+    services = {
+        name for name, _ in node.get_service_names_and_types_by_node(node.get_name(), "/robot1")
+    }
+    assert {"/robot1/reset", "/robot1/reload"} <= services
 
-    monitor = _StandInMonitor()
-    node, calls = _make_node(ros_graph, monitor, **{"monitor.window": 32})
-    ctl = Node("ctl", context=ros_graph.ctx)
-    ros_graph.nodes.append(ctl)
-    reset = ctl.create_publisher(Empty, "/tcc/reset", 10)
-    reload_ = ctl.create_publisher(String, "/tcc/reload", 10)
-    assert _wait(lambda: reset.get_subscription_count() and reload_.get_subscription_count())
-    reset.publish(Empty())
-    assert _wait(lambda: monitor.resets == 1, 5)
-    reload_.publish(String(data="/new/bundle"))
-    assert _wait(lambda: len(calls) == 2, 5)
-    assert calls[0] == ("b0", {"window": 32}) and calls[1][0] == "/new/bundle"
-    assert node.bundle == "/new/bundle"
+
+@pytest.mark.ros
+def test_reset_and_reload_services_answer_with_the_outcome(ros_graph) -> None:
+    from tcc_ros.srv import ReloadBundle, ResetEpisode
+
+    monitor = StandInMonitor()
+    node, calls = make_node(ros_graph, monitor, fail=("/broken",), **{"monitor.window": 32})
+    _, _, got = probe(ros_graph)
+    reply = call(ros_graph, ResetEpisode, "/tcc/reset", ResetEpisode.Request())
+    assert reply.success and monitor.resets == 1
+    reply = call(ros_graph, ReloadBundle, "/tcc/reload", ReloadBundle.Request(bundle_path="/new"))
+    assert reply.success and reply.bundle_id == "/new" and node.bundle == "/new"
+    assert calls[0] == ("b0", {"window": 32}) and calls[1] == ("/new", {"window": 32})
+    assert wait(lambda: got.info and got.info[-1].bundle_id == "/new", 5)
+    # a failed reload keeps the old bundle, says why, and shows on /diagnostics
+    bad = "/broken"
+    reply = call(ros_graph, ReloadBundle, "/tcc/reload", ReloadBundle.Request(bundle_path=bad))
+    assert not reply.success and "bundle.yaml missing" in reply.message
+    assert reply.bundle_id == "/new" and node.bundle == "/new"
+    assert wait(
+        lambda: got.diag and "reload of bundle /broken failed" in got.diag[-1].status[0].message, 5
+    )
+    reply = call(ros_graph, ReloadBundle, "/tcc/reload", ReloadBundle.Request(bundle_path=""))
+    assert reply.success and calls[-1][0] == "/new"  # empty path: the current bundle again
+
+
+@pytest.mark.ros
+def test_reload_path_with_control_characters_is_escaped(ros_graph) -> None:
+    from tcc_ros.srv import ReloadBundle
+
+    make_node(ros_graph, StandInMonitor(), fail=("/x\n\x1b[2Jy" + "z" * 5000,))
+    path = "/x\n\x1b[2Jy" + "z" * 5000
+    reply = call(ros_graph, ReloadBundle, "/tcc/reload", ReloadBundle.Request(bundle_path=path))
+    assert not reply.success
+    assert "\n" not in reply.message and "\x1b" not in reply.message and "\\x1b" in reply.message
+    assert len(reply.message) < 1500
 
 
 @pytest.mark.ros
 def test_worker_keeps_running_after_a_failing_reset(ros_graph) -> None:
-    from rclpy.node import Node
-    from std_msgs.msg import Empty
+    from tcc_ros.srv import ResetEpisode
 
-    class FailingReset(_StandInMonitor):
+    class FailingReset(StandInMonitor):
         def reset(self) -> None:
             raise RuntimeError("reset failed")
 
-    node, _ = _make_node(ros_graph, FailingReset())
-    ctl = Node("ctl", context=ros_graph.ctx)
-    ros_graph.nodes.append(ctl)
-    reset = ctl.create_publisher(Empty, "/tcc/reset", 10)
-    _, pub, got = _probe(ros_graph)
-    assert _wait(lambda: reset.get_subscription_count() and _linked(node, pub))
-    reset.publish(Empty())
-    assert _wait(lambda: node.stats.failed == 1, 5)
-    pub.publish(_image(10, 1))
-    assert _wait(lambda: len(got.phase) == 1, 5), "the worker thread died after the failure"
+    node, _ = make_node(ros_graph, FailingReset())
+    _, pub, got = probe(ros_graph)
+    reply = call(ros_graph, ResetEpisode, "/tcc/reset", ResetEpisode.Request())
+    assert not reply.success and "reset failed" in reply.message
+    assert node.stats.failed == 1
+    assert wait(lambda: linked(node, pub))
+    pub.publish(image(10, 1))
+    assert wait(lambda: len(got.phase) == 1, 5), "the worker thread died after the failure"
     assert node._worker.is_alive()
+
+
+@pytest.mark.ros
+def test_failed_frames_warn_only_while_recent(ros_graph, monkeypatch) -> None:
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from tcc_ros.monitor_node import diagnostics
+
+    node, _ = make_node(ros_graph, StandInMonitor())
+    node.stats.fail("boom")
+    status = node.diagnostics_status()
+    assert status.level == DiagnosticStatus.WARN and "1 frames failed" in status.message
+    node.stats.last_frame_at = time.monotonic()
+    monkeypatch.setattr(diagnostics, "PROBLEM_WINDOW_S", 0.2)
+    time.sleep(0.3)
+    status = node.diagnostics_status()
+    assert status.level == DiagnosticStatus.OK, status.message
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["frames_failed"] == "1" and values["frames_failed_recent"] == "0"
 
 
 @pytest.mark.ros
@@ -512,26 +293,18 @@ def test_wrong_image_type_is_reported_on_diagnostics(ros_graph) -> None:
     from rclpy.node import Node
     from std_msgs.msg import String
 
-    node, _ = _make_node(ros_graph, _StandInMonitor())
+    node, _ = make_node(ros_graph, StandInMonitor())
     other_ctx = rclpy.context.Context()  # a second participant, like another process
     rclpy.init(context=other_ctx, domain_id=ros_graph.ctx.get_domain_id())
     other = Node("wrong_camera", context=other_ctx)
     try:
         other.create_publisher(String, "/cam", 10)
-        assert _wait(lambda: "std_msgs/msg/String" in node.diagnostics_status().message, 15)
+        assert wait(lambda: "std_msgs/msg/String" in node.diagnostics_status().message, 15)
         status = node.diagnostics_status()
         assert status.level == DiagnosticStatus.ERROR and "compressed" in status.message
     finally:
         other.destroy_node()
         rclpy.shutdown(context=other_ctx)
-
-
-@pytest.mark.ros
-def test_bad_qos_parameter_is_a_value_error(ros_graph) -> None:
-    with pytest.raises(ValueError, match="qos.reliability"):
-        _make_node(ros_graph, _StandInMonitor(), **{"qos.reliability": "sometimes"})
-    with pytest.raises(ValueError, match="diagnostics_period"):
-        _make_node(ros_graph, _StandInMonitor(), diagnostics_period=0.0)
 
 
 @pytest.mark.ros
@@ -548,12 +321,12 @@ def test_missing_bundle_exits_with_one_error_line(tmp_path: Path) -> None:
             "-p",
             f"bundle:={tmp_path / 'nope'}",
         ],
-        env=_ros_env(next(_DOMAINS)),
+        env=ros_env(next(DOMAINS)),
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "nope" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
@@ -623,7 +396,7 @@ def demo_bundle(tmp_path_factory) -> SimpleNamespace:
     ):
         pytest.importorskip(module, reason=f"{module} is needed to build the demo bundle")
     root = tmp_path_factory.mktemp("demo")
-    env = {**_ros_env(0), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env = {**ros_env(0), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     for script, args in (
         (_RENDER_SCRIPT, [root / "data"]),
         (_BUNDLE_SCRIPT, [root / "data", root / "bundle"]),
@@ -662,12 +435,10 @@ def _launcher(demo, domain: int, report: Path, *extra: str) -> subprocess.Comple
         *extra,
     ]
     return subprocess.run(
-        cmd, env=_ros_env(domain), capture_output=True, text=True, timeout=240, cwd=REPO
+        cmd, env=ros_env(domain), capture_output=True, text=True, timeout=240, cwd=REPO
     )
 
 
-@pytest.mark.ros
-@pytest.mark.slow
 def _offline_replay(demo) -> dict:
     """The live report's numbers for the same episodes replayed in-process (no ROS, no drops)."""
     import yaml
@@ -680,7 +451,8 @@ def _offline_replay(demo) -> dict:
 
     params = yaml.safe_load(PARAMS.read_text())["/**/progress_monitor"]["ros__parameters"]
     loaded = load_monitor(str(demo.bundle), "onnxruntime", 1, params.get("monitor", {}))
-    assert loaded.anomaly_threshold == ANOMALY_SCORE_THRESHOLD  # what /tcc/anomaly publishes
+    # what MonitorInfo publishes as the threshold of Anomaly.score
+    assert loaded.info.anomaly_score_threshold == ANOMALY_SCORE_THRESHOLD
     scores = []
     for episode in load_split(demo.data, "test"):
         loaded.monitor.reset()
@@ -707,6 +479,8 @@ def _offline_replay(demo) -> dict:
     return summarize(scores)
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_launcher_runs_the_demo_and_reports_against_ground_truth(demo_bundle, tmp_path) -> None:
     """Live (camera -> DDS -> monitor -> DDS -> console) matches an offline replay of the frames.
 
@@ -715,7 +489,7 @@ def test_launcher_runs_the_demo_and_reports_against_ground_truth(demo_bundle, tm
     travelled with it under the same stamp.
     """
     report_path = tmp_path / "report.json"
-    proc = _launcher(demo_bundle, next(_DOMAINS), report_path)
+    proc = _launcher(demo_bundle, next(DOMAINS), report_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(report_path.read_text())
     assert report["episodes"] == 2 and report["frames_ground_truth"] == 120
@@ -747,14 +521,14 @@ def test_launcher_fails_when_the_monitor_cannot_start(tmp_path) -> None:
             "--duration",
             "60",
         ],
-        env=_ros_env(next(_DOMAINS)),
+        env=ros_env(next(DOMAINS)),
         capture_output=True,
         text=True,
         timeout=120,
         cwd=REPO,
     )
     assert proc.returncode != 0
-    assert "missing" in proc.stderr and "monitor node exited" in proc.stderr
+    assert "missing" in proc.stderr and "progress monitor exited with status 2" in proc.stderr
 
 
 class _Listener:
@@ -804,7 +578,7 @@ class _Listener:
 def _start(module: str, args: list[str], domain: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
-        env=_ros_env(domain),
+        env=ros_env(domain),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -825,7 +599,7 @@ def _stop(proc: subprocess.Popen) -> str:
 @pytest.mark.ros
 @pytest.mark.slow
 def test_monitor_killed_mid_episode_recovers_after_restart(demo_bundle) -> None:
-    domain = next(_DOMAINS)
+    domain = next(DOMAINS)
     monitor_args = [
         "--ros-args",
         "--params-file",
@@ -841,17 +615,15 @@ def test_monitor_killed_mid_episode_recovers_after_restart(demo_bundle) -> None:
         domain,
     )
     try:
-        assert _wait(lambda: len(listener.phase) >= 20, 40), _stop(monitor)
+        assert wait(lambda: len(listener.phase) >= 20, 40), _stop(monitor)
         monitor.kill()  # abrupt: no clean shutdown
         monitor.wait(10)
         killed_at = time.time()
         time.sleep(1.0)
         monitor = _start("tcc_ros.monitor_node", monitor_args, domain)
-        assert _wait(lambda: sum(t > killed_at for t, _ in listener.phase) >= 20, 40), _stop(
-            monitor
-        )
+        assert wait(lambda: sum(t > killed_at for t, _ in listener.phase) >= 20, 40), _stop(monitor)
         after = [m for t, m in listener.phase if t > killed_at]
-        assert all(m.phase_id >= 0 for m in after[5:]), "restarted monitor publishes phases"
+        assert all(m.id >= 0 for m in after[5:]), "restarted monitor publishes phases"
         stamps = [m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for m in after]
         assert stamps == sorted(stamps)
         assert monitor.poll() is None and camera.poll() is None
@@ -866,7 +638,7 @@ def test_monitor_killed_mid_episode_recovers_after_restart(demo_bundle) -> None:
 @pytest.mark.slow
 def test_fast_camera_keeps_memory_flat_and_latency_bounded(demo_bundle) -> None:
     psutil = pytest.importorskip("psutil")
-    domain = next(_DOMAINS)
+    domain = next(DOMAINS)
     listener = _Listener(domain)
     monitor = _start(
         "tcc_ros.monitor_node",
@@ -889,12 +661,12 @@ def test_fast_camera_keeps_memory_flat_and_latency_bounded(demo_bundle) -> None:
         domain,
     )
     try:
-        assert _wait(lambda: len(listener.phase) >= 50, 40), _stop(monitor)
+        assert wait(lambda: len(listener.phase) >= 50, 40), _stop(monitor)
         proc = psutil.Process(monitor.pid)
         rss_start = proc.memory_info().rss
         time.sleep(10.0)
         rss_end = proc.memory_info().rss
-        assert _wait(lambda: listener.diag and "latency_p99_ms" in listener.diag[-1], 5)
+        assert wait(lambda: listener.diag and "latency_p99_ms" in listener.diag[-1], 5)
         diag = listener.diag[-1]
     finally:
         _stop(camera)
@@ -910,9 +682,9 @@ def test_fast_camera_keeps_memory_flat_and_latency_bounded(demo_bundle) -> None:
 def test_diagnostics_warn_when_no_frames_arrive(ros_graph) -> None:
     from diagnostic_msgs.msg import DiagnosticStatus
 
-    _make_node(ros_graph, _StandInMonitor(), no_frame_timeout_s=1.0)
-    _probe_node, _pub, got = _probe(ros_graph)
-    assert _wait(
+    make_node(ros_graph, StandInMonitor(), no_frame_timeout_s=1.0)
+    _probe_node, _pub, got = probe(ros_graph)
+    assert wait(
         lambda: any(d.status[0].message.startswith("no frames received") for d in got.diag), 10
     ), [d.status[0].message for d in got.diag]
     warned = next(d.status[0] for d in got.diag if d.status[0].message.startswith("no frames"))
@@ -922,3 +694,85 @@ def test_diagnostics_warn_when_no_frames_arrive(ros_graph) -> None:
         for d in got.diag
         if d.status[0].message.startswith("waiting for frames")
     )
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_always_ends_cleanly(demo_bundle) -> None:
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it, at start-up, while
+    loading and while running, followed by a second one (``ros2 launch`` forwards its own):
+    every run exits 0 without a traceback. Repeated to catch a race in the clean-up."""
+    import os
+
+    args = [
+        sys.executable,
+        "-m",
+        "tcc_ros.monitor_node",
+        "--ros-args",
+        "--params-file",
+        str(PARAMS),
+        "-p",
+        f"bundle:={demo_bundle.bundle}",
+    ]
+    delays = [1.0, 2.0, 3.0, 4.5, None] * 3  # None: once the node says it is monitoring
+    for run, delay in enumerate(delays):
+        proc = subprocess.Popen(
+            args,
+            env=ros_env(next(DOMAINS)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group, like a terminal's foreground job
+        )
+        if delay is None:
+            line = ""
+            while "monitoring" not in line and proc.poll() is None:
+                line = proc.stderr.readline()
+        else:
+            time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05 * (run % 4))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"run {run} (delay {delay}): no exit 60 s after SIGINT")
+        assert proc.returncode == 0, (run, delay, proc.returncode, err[-2000:])
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (run, delay, err)
+
+
+@pytest.mark.ros
+def test_every_anomaly_kind_of_the_monitor_has_a_message_constant() -> None:
+    pytest.importorskip("tcc_ros.msg", reason="build the messages first (make env)")
+    from tcc_ros.msg import Anomaly
+
+    from tcc_model.stream import ANOMALY_KINDS
+    from tcc_ros.monitor_node.outputs import ANOMALY_CODES
+
+    assert set(ANOMALY_KINDS) <= set(ANOMALY_CODES), set(ANOMALY_KINDS) - set(ANOMALY_CODES)
+    assert len(set(ANOMALY_CODES.values())) == len(ANOMALY_CODES)
+    assert ANOMALY_CODES[""] == Anomaly.NONE
+
+
+def test_overlay_is_legible_on_small_frames_and_marks_alarms() -> None:
+    pytest.importorskip("cv2")
+    from tcc_ros.monitor_node.overlay import MIN_SIDE, draw_overlay
+
+    def result(anomaly: bool) -> SimpleNamespace:
+        return SimpleNamespace(
+            progress=0.5, phase_name="pour", anomaly=anomaly, anomaly_kind="stalled"
+        )
+
+    small = np.full((112, 112, 3), 90, np.uint8)
+    out = draw_overlay(small, result(False))
+    assert min(out.shape[:2]) >= MIN_SIDE and out.shape[0] == out.shape[1]
+    white = (out == 255).all(axis=2)
+    rows = np.flatnonzero(white.any(axis=1))
+    assert rows.size and rows.max() - rows.min() >= 10, "phase text at least 10 px tall"
+    assert (out[-1, : out.shape[1] // 2 - 2] == (60, 200, 60)).all()  # progress bar: half
+    big = draw_overlay(np.full((480, 640, 3), 90, np.uint8), result(True))
+    assert big.shape == (480, 640, 3)
+    assert (big[0, :] == (255, 0, 0)).all()  # the alarm frame
+    assert (draw_overlay(small, result(False))[0, -1] != (255, 0, 0)).any()

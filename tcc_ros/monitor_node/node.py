@@ -1,0 +1,407 @@
+"""The progress monitor node: camera frames in; progress, phase, alignment, anomaly out.
+
+A thin adapter around :class:`tcc_model.stream.ProgressMonitor`. The subscription callback only
+drops the message into a one-slot mailbox (the newest frame wins, older ones are counted as
+dropped); a worker thread converts, runs the engine and publishes, so a camera faster than the
+engine never builds a queue. Every output carries the stamp of the image it was computed from.
+
+Names are relative to the node's namespace (``/tcc`` unless started in another one): topics
+``progress``, ``phase``, ``alignment``, ``anomaly``, ``overlay`` (optional) and ``info``
+(latched ``MonitorInfo``); services ``reset`` (``ResetEpisode``) and ``reload``
+(``ReloadBundle``). ``/diagnostics`` carries rates, latency, dropped / rejected / failed frames
+and stamp jumps. Parameters: :mod:`tcc_ros.monitor_node.parameters`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from tcc_model.errors import BundleError, ConfigError, safe_text
+from tcc_ros.image_conversion import (
+    ImageConversionError,
+    compressed_to_rgb,
+    image_to_rgb,
+    rgb_to_image_fields,
+)
+from tcc_ros.monitor_node import diagnostics, parameters
+from tcc_ros.monitor_node.declare import declare_all
+from tcc_ros.monitor_node.loading import (
+    FrameMonitor,
+    LoadedMonitor,
+    MonitorFactory,
+    load_monitor,
+)
+from tcc_ros.monitor_node.outputs import frame_messages
+from tcc_ros.monitor_node.overlay import draw_overlay
+from tcc_ros.monitor_node.stamps import EpisodeClock
+from tcc_ros.msg import Alignment, Anomaly, MonitorInfo, TaskPhase, TaskProgress
+from tcc_ros.srv import ReloadBundle, ResetEpisode
+
+__all__ = ["FrameMonitor", "LoadedMonitor", "ProgressMonitorNode", "load_monitor"]
+
+IMAGE_TYPE_NAMES = {False: "sensor_msgs/msg/Image", True: "sensor_msgs/msg/CompressedImage"}
+#: Namespace of the node when none is given (``--ros-args -r __ns:=/x`` overrides it).
+DEFAULT_NAMESPACE = "/tcc"
+NODE_NAME = "progress_monitor"
+#: Longest wait of a service call for the worker thread (a reload loads ONNX graphs).
+SERVICE_TIMEOUT_S = 120.0
+
+
+@dataclass
+class _Request:
+    """A control request for the worker thread (reset, reload, settings); ``done`` when handled."""
+
+    kind: str
+    argument: Any = None
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+    message: str = ""
+
+
+class ProgressMonitorNode(Node):
+    """Subscribes to a camera, streams frames through the monitor, publishes the estimates."""
+
+    def __init__(self, monitor_factory: MonitorFactory = load_monitor, **node_kwargs: Any) -> None:
+        node_kwargs.setdefault("namespace", DEFAULT_NAMESPACE)
+        super().__init__(NODE_NAME, **node_kwargs)
+        values, given = declare_all(self)  # raises ConfigError before anything else happens
+        self.bundle: str = values["bundle"]
+        self.image_topic: str = values["image_topic"]
+        self.compressed: bool = values["compressed"]
+        self.backend_request: str = values["backend"]
+        self.threads: int = values["threads"]
+        self.no_frame_timeout_s: float = values["no_frame_timeout_s"]
+        # only the monitor settings given: the others come from the bundle's calibration
+        self._overrides = parameters.monitor_overrides({k: values[k] for k in given})
+        self._pending_overrides: dict[str, Any] | None = None
+        self._factory = monitor_factory
+        self.loaded = monitor_factory(
+            self.bundle, self.backend_request, self.threads, dict(self._overrides)
+        )
+        self.stats = diagnostics.FrameStats()
+        self._rates = diagnostics.Rates()
+        self.clock_keeper = EpisodeClock(max_gap_s=values["max_stamp_gap_s"])
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._mailbox: tuple[Any, float] | None = None
+        self._requests: deque[_Request] = deque()
+        self._stopping = False
+        self._started = time.monotonic()
+        self._type_error = ""
+        self._create_interfaces(values)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._worker = threading.Thread(target=self._work, name="tcc-monitor-worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"monitoring {self.image_topic} ({IMAGE_TYPE_NAMES[self.compressed]}, "
+            f"{values['qos.reliability']}) with bundle {safe_text(self.bundle)} on backend "
+            f"{self.loaded.info.backend}; publishing under {self.get_namespace()}"
+        )
+
+    def _create_interfaces(self, values: dict[str, Any]) -> None:
+        out_qos = QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
+        )
+        self.pub_progress = self.create_publisher(TaskProgress, "progress", out_qos)
+        self.pub_phase = self.create_publisher(TaskPhase, "phase", out_qos)
+        self.pub_alignment = self.create_publisher(Alignment, "alignment", out_qos)
+        self.pub_anomaly = self.create_publisher(Anomaly, "anomaly", out_qos)
+        self.pub_overlay = (
+            self.create_publisher(Image, "overlay", 2) if values["publish_overlay"] else None
+        )
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self.pub_info = self.create_publisher(MonitorInfo, "info", latched)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._publish_info()
+        in_qos = QoSProfile(
+            depth=values["qos.depth"],
+            history=HistoryPolicy.KEEP_LAST,
+            reliability=(
+                ReliabilityPolicy.RELIABLE
+                if values["qos.reliability"] == "reliable"
+                else ReliabilityPolicy.BEST_EFFORT
+            ),
+        )
+        image_type = CompressedImage if self.compressed else Image
+        self.create_subscription(image_type, self.image_topic, self._on_image, in_qos)
+        self.create_service(ResetEpisode, "reset", self._on_reset)
+        self.create_service(ReloadBundle, "reload", self._on_reload)
+        # A steady timer: diagnostics keep coming under use_sim_time before /clock starts.
+        self.create_timer(
+            values["diagnostics_period"],
+            self._publish_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
+
+    def _publish_info(self) -> None:
+        self.pub_info.publish(
+            self.loaded.info.message(Header(stamp=self.get_clock().now().to_msg()))
+        )
+
+    # ---------------------------------------------------------------- inputs (executor thread)
+    def _on_image(self, msg: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            with self.stats.lock:
+                self.stats.received += 1
+                self.stats.last_frame_at = now
+                if self._mailbox is not None:
+                    self.stats.dropped += 1
+            self._mailbox = (msg, now)
+            self._wake.notify()
+
+    def _submit(self, request: _Request, timeout: float = SERVICE_TIMEOUT_S) -> _Request:
+        with self._lock:
+            if self._stopping:
+                request.message = "the node is shutting down"
+                return request
+            self._requests.append(request)
+            self._wake.notify()
+        if not request.done.wait(timeout):
+            request.ok, request.message = False, f"no answer from the worker within {timeout:.0f} s"
+        return request
+
+    def _on_reset(self, _request: Any, response: Any) -> Any:
+        done = self._submit(_Request("reset"))
+        response.success, response.message = done.ok, done.message
+        return response
+
+    def _on_reload(self, request: Any, response: Any) -> Any:
+        path = request.bundle_path.strip() or self.bundle
+        done = self._submit(_Request("reload", path))
+        response.success, response.message = done.ok, done.message
+        response.bundle_id = self.loaded.info.bundle_id
+        return response
+
+    def _on_set_parameters(self, changed: list[Any]) -> SetParametersResult:
+        """Validate a ``ros2 param set``; monitor settings apply from the next episode."""
+        specs = {s.name: s for s in parameters.all_parameters()}
+        overrides = dict(self._pending_overrides or self._overrides)
+        node_changes = {}
+        for param in changed:
+            spec = specs.get(param.name)
+            if spec is None:
+                return SetParametersResult(
+                    successful=False, reason=f"unknown parameter {param.name}"
+                )
+            if spec.read_only:
+                return SetParametersResult(
+                    successful=False, reason=f"{param.name} is read-only (set it at start)"
+                )
+            problem = parameters.check_value(spec, param.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+            if param.name.startswith("monitor."):
+                overrides.update(parameters.monitor_overrides({param.name: param.value}))
+            else:
+                node_changes[param.name] = param.value
+        problem = parameters.check_monitor_config(overrides)
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
+        if overrides != self._overrides:
+            self._pending_overrides = overrides
+        if "no_frame_timeout_s" in node_changes:
+            self.no_frame_timeout_s = float(node_changes["no_frame_timeout_s"])
+        if "max_stamp_gap_s" in node_changes:
+            self.clock_keeper.max_gap_s = float(node_changes["max_stamp_gap_s"])
+        return SetParametersResult(successful=True, reason="")
+
+    # ---------------------------------------------------------------- worker thread
+    def stop(self) -> None:
+        """Stop the worker thread (idempotent); pending service calls are answered."""
+        with self._lock:
+            self._stopping = True
+            pending = list(self._requests)
+            self._requests.clear()
+            self._wake.notify()
+        for request in pending:
+            request.message = "the node is shutting down"
+            request.done.set()
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout=5.0)
+
+    def destroy_node(self) -> None:
+        """Stop the worker thread, then release the node's ROS resources."""
+        if hasattr(self, "_worker"):  # not when __init__ failed before starting it
+            self.stop()
+        super().destroy_node()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and self._mailbox is None and not self._requests:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                request = self._requests.popleft() if self._requests else None
+                item, self._mailbox = (None, self._mailbox) if request else (self._mailbox, None)
+            if request is not None:
+                self._handle(request)
+            elif item is not None:
+                try:
+                    self._process(*item)
+                except Exception as exc:  # one failed frame must not end the worker
+                    self.stats.fail(repr(exc))
+                    self.get_logger().error(
+                        f"monitor failed on a frame: {safe_text(repr(exc))}",
+                        throttle_duration_sec=5.0,
+                    )
+
+    def _handle(self, request: _Request) -> None:
+        try:
+            if request.kind == "reset":
+                self._reset()
+                request.ok, request.message = True, "episode reset"
+            elif request.kind == "reload":
+                request.ok, request.message = self._reload(request.argument)
+        except Exception as exc:  # a failing request is answered, the worker goes on
+            self.stats.fail(repr(exc))
+            request.ok, request.message = False, f"{request.kind} failed: {safe_text(exc)}"
+            self.get_logger().error(request.message)
+        finally:
+            request.done.set()
+
+    def _reset(self) -> None:
+        pending, self._pending_overrides = self._pending_overrides, None
+        if pending is not None:
+            self._overrides = pending
+            if self.loaded.rebuild is not None:
+                self.loaded.monitor = self.loaded.rebuild(dict(pending))
+            else:
+                self.loaded = self._factory(
+                    self.bundle, self.backend_request, self.threads, dict(pending)
+                )
+            self.get_logger().info("new monitor settings in effect")
+        self.clock_keeper.reset()
+        self.loaded.monitor.reset()
+        self.get_logger().info("episode reset")
+
+    def _reload(self, bundle: str) -> tuple[bool, str]:
+        shown = safe_text(bundle)
+        overrides = dict(self._pending_overrides or self._overrides)
+        try:
+            loaded = self._factory(bundle, self.backend_request, self.threads, overrides)
+        except (BundleError, ConfigError, OSError, ValueError) as exc:
+            message = f"reload of bundle {shown} failed, keeping {safe_text(self.bundle)}: " + (
+                safe_text(exc, 400)
+            )
+            with self.stats.lock:
+                self.stats.reload_failed_at = time.monotonic()
+                self.stats.last_reload = message
+            self.get_logger().error(message)
+            return False, message
+        self.loaded, self.bundle = loaded, bundle
+        self._overrides, self._pending_overrides = overrides, None
+        self.clock_keeper.reset()
+        message = f"reloaded bundle {shown} (id {loaded.info.bundle_id}, {loaded.info.backend})"
+        with self.stats.lock:
+            self.stats.reload_failed_at = None
+            self.stats.last_reload = message
+        self._publish_info()
+        self.get_logger().info(message)
+        return True, message
+
+    def _process(self, msg: Any, received_at: float) -> None:
+        try:
+            frame = compressed_to_rgb(msg) if self.compressed else image_to_rgb(msg)
+        except ImageConversionError as exc:
+            self.stats.reject(exc)
+            self.get_logger().warning(
+                f"rejected frame: {safe_text(exc)}", throttle_duration_sec=5.0
+            )
+            return
+        stamp = msg.header.stamp
+        episode_time, jumped = self.clock_keeper.update(stamp.sec + stamp.nanosec * 1e-9)
+        if jumped:
+            with self.stats.lock:
+                self.stats.stamp_jumps += 1
+            self.get_logger().warning(
+                f"image stamp {stamp.sec}.{stamp.nanosec:09d} jumped; episode time advanced by "
+                f"one frame period",
+                throttle_duration_sec=5.0,
+            )
+        try:
+            result = self.loaded.monitor.process_frame(frame, episode_time)
+        except ValueError as exc:  # a frame the monitor refuses (shape, dtype)
+            self.stats.reject(exc)
+            self.get_logger().warning(
+                f"rejected frame: {safe_text(exc)}", throttle_duration_sec=5.0
+            )
+            return
+        header = Header(stamp=stamp, frame_id=msg.header.frame_id)
+        messages = frame_messages(header, result, self.loaded.info)
+        for key, message in messages.items():
+            getattr(self, f"pub_{key}").publish(message)
+        if self.pub_overlay is not None:
+            overlay = draw_overlay(frame, result)
+            self.pub_overlay.publish(Image(header=header, **rgb_to_image_fields(overlay)))
+        done = time.monotonic()
+        age_ns = self.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)
+        with self.stats.lock:
+            self.stats.processed += 1
+            self.stats.latencies_s.append(done - received_at)
+            if self.get_clock().now().nanoseconds > 0:  # a sim clock before /clock reads 0
+                self.stats.stamp_ages_s.append(age_ns * 1e-9)
+
+    # ---------------------------------------------------------------- diagnostics (executor)
+    def diagnostics_status(self) -> DiagnosticStatus:
+        """Current health summary (what /diagnostics publishes)."""
+        self._check_image_topic_type()
+        info = self.loaded.info
+        level, message, values = diagnostics.status(
+            self.stats,
+            self._rates,
+            image_topic=self.image_topic,
+            started_at=self._started,
+            no_frame_timeout_s=self.no_frame_timeout_s,
+            type_error=self._type_error,
+            info={"backend": info.backend, "bundle_id": info.bundle_id},
+        )
+        return DiagnosticStatus(
+            level=bytes([level]),
+            name=f"{self.get_name()}: progress monitor",
+            message=message,
+            hardware_id=info.bundle_id,
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+
+    def _publish_diagnostics(self) -> None:
+        status = self.diagnostics_status()
+        if status.level != DiagnosticStatus.OK:
+            self.get_logger().warning(status.message, throttle_duration_sec=30.0)
+        self.pub_diagnostics.publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        )
+
+    def _check_image_topic_type(self) -> None:
+        expected = IMAGE_TYPE_NAMES[self.compressed]
+        topic = self.resolve_topic_name(self.image_topic)
+        types = sorted({info.topic_type for info in self.get_publishers_info_by_topic(topic)})
+        wrong = [t for t in types if t != expected]
+        if wrong:
+            error = (
+                f"image_topic {topic} has publishers of {', '.join(wrong)}, expected {expected}; "
+                f"set compressed:={str(not self.compressed).lower()} or point image_topic at "
+                "the right topic"
+            )
+            if error != self._type_error:
+                self.get_logger().error(error)
+            self._type_error = error
+        else:
+            self._type_error = ""
