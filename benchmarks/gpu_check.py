@@ -136,9 +136,14 @@ def run_stage(check: Check, name: str) -> None:
     entry: dict = {"status": "running"}
     check.results[name] = entry
     left = check.remaining()
+    reason = None
     if left < STAGE_MIN_S.get(name, check.settings.min_stage_s):
-        entry.update(status="skipped", reason=f"time budget spent ({left:.0f} s left)")
-        check.say(f"[{name}] skipped: {entry['reason']}")
+        reason = f"time budget spent ({left:.0f} s left)"
+    elif check.on_cuda and check.results.get("env", {}).get("cuda_available") is False:
+        reason = f"--device {check.device} but torch sees no CUDA device (stage env)"
+    if reason:
+        entry.update(status="skipped", reason=reason)
+        check.say(f"[{name}] skipped: {reason}")
         return
     check.say(f"[{name}] start ({left:.0f} s of the budget left)")
     tic = time.perf_counter()

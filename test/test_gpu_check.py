@@ -105,6 +105,22 @@ def test_stages_past_the_budget_are_skipped(tmp_path, monkeypatch) -> None:
     assert "skipped" in (out / "gpu_check.md").read_text()
 
 
+def test_without_cuda_the_gpu_stages_are_skipped_and_the_report_kept(tmp_path) -> None:
+    import gpu_check
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "out"
+    argv = ["--device", "cuda", "--out", str(out), "--work", str(tmp_path / "w")]
+    status = gpu_check.main([*argv, "--stages", "env,gemm_peak,paper_train"])
+    report = json.loads((out / "gpu_check.json").read_text())
+    stages = report["stages"]
+    assert status == 1 and stages["env"]["status"] == "failed"
+    assert "no CUDA device" in stages["env"]["error"] and stages["env"]["torch"]
+    assert [stages[n]["status"] for n in ("gemm_peak", "paper_train")] == ["skipped"] * 2
+
+
 def test_unknown_stage_is_one_error_line(capsys) -> None:
     import gpu_check
 
