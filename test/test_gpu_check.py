@@ -105,6 +105,7 @@ def test_stages_past_the_budget_are_skipped(tmp_path, monkeypatch) -> None:
     assert "skipped" in (out / "gpu_check.md").read_text()
 
 
+@pytest.mark.slow
 def test_without_cuda_the_gpu_stages_are_skipped_and_the_report_kept(tmp_path) -> None:
     import gpu_check
     import torch
