@@ -110,10 +110,10 @@ def recorded_outputs(episode: BagEpisode) -> dict[str, np.ndarray] | None:
         return None
     return {
         "progress": np.array([p.progress if p is not None else np.nan for p in progress]),
-        "phase": np.array([p.phase_id if p is not None else -2 for p in phase], dtype=np.int64),
+        "phase": np.array([p.id if p is not None else -2 for p in phase], dtype=np.int64),
         "alarm": np.array(
             [
-                bool(a.anomaly) if a is not None else False
+                a.kind != 0 if a is not None else False  # Anomaly.NONE
                 for a in (anomaly or [None] * len(progress))
             ]
         ),
