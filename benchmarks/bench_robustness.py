@@ -5,18 +5,19 @@ Two steps::
     # 1. render the paired sets: control/ and one folder per shifted factor plus all/
     python benchmarks/bench_robustness.py generate --out SETS --episodes 20 --seed 1000 \\
         --size 112 --shift-size 1.0 --workers 2
-    # 2. the table for a bundle (python -m tcc_model.export) trained on TRAIN
-    python benchmarks/bench_robustness.py run --bundle BUNDLE --train-dataset folder:TRAIN \\
-        --sets SETS [--out report.json]
+    # 2. the table for each bundle (python -m tcc_model.export) trained on TRAIN
+    python benchmarks/bench_robustness.py run --bundle BUNDLE [BUNDLE...] \\
+        --train-dataset folder:TRAIN --sets SETS [--out report.json]
 
 Episode ``i`` of every shifted set is episode ``i`` of the control with one factor's sampling
 ranges moved outside the defaults (:mod:`tcc_model.sim.ranges`; ``all``: every factor). The
 generated sets use the station and the defaults of ``python -m tcc_model.data.sim_pouring
 --variation station``, so a model trained on such data sees the control in distribution.
 
-``run`` embeds every normal episode with the bundle's engine. Offline protocols (as
-``python -m tcc_model.evaluate``): Kendall's tau, phase classification with 10% of the training
-videos and phase progression R², the probes fitted on ``--train-dataset``'s train split. Stream
+``run`` embeds every normal episode with each bundle's engine (every video decoded once).
+Offline protocols (as ``python -m tcc_model.evaluate``): Kendall's tau, phase classification
+with 10% of the training videos and phase progression R², the probes fitted on
+``--train-dataset``'s train split. Stream
 columns: the monitor with references and phase classifier from the train split and calibration
 on the normal ``--calib-split`` episodes, replayed on every episode (bench_stream's
 ``replay``). Each shifted row gives the value and the paired difference to the control with
@@ -90,10 +91,30 @@ def generate(args: argparse.Namespace) -> int:
 # run
 
 
-def _embed(engine: Any, episodes: Sequence[Any]) -> list[Any]:
+class _Decoded:
+    """An episode whose frames are decoded once and shared by every engine."""
+
+    def __init__(self, episode: Any) -> None:
+        self._episode = episode
+        self._frames = episode.load_frames()
+
+    def load_frames(self) -> Any:
+        return self._frames
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._episode, name)
+
+
+def _embed(engines: Sequence[Any], episodes: Sequence[Any]) -> list[list[Any]]:
+    """``[engine][episode]`` embedded episodes, each video decoded once."""
     from tcc_model.reference import embed_episode
 
-    return [embed_episode(engine, e) for e in episodes]
+    out: list[list[Any]] = [[] for _ in engines]
+    for episode in episodes:
+        decoded = _Decoded(episode)
+        for k, engine in enumerate(engines):
+            out[k].append(embed_episode(engine, decoded))
+    return out
 
 
 def _references(engine: Any, train: Sequence[Any], embedded: Sequence[Any], count: int) -> Any:
@@ -127,69 +148,105 @@ def _set_names(sets: Path) -> list[str]:
     return names
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Per-set statistics and the paired differences of every shifted set to the control."""
-    from bench_stream import replay
+class _Model:
+    """One bundle's probes, monitor and per-set statistics."""
 
-    from tcc_model import robustness as rb
+    def __init__(self, args: argparse.Namespace, engine: Any, train: list, embedded: list) -> None:
+        from tcc_model import robustness as rb
+
+        self.engine, self.train, self.stats = engine, embedded[0], {}
+        phase_names = list(train[0].labels.phase_names)
+        self.probes = rb.ProtocolProbes(
+            [m.embeddings for m in embedded[0]],
+            [m.phase_ids for m in embedded[0]],
+            len(phase_names),
+        )
+        self.calibration: dict[str, Any] = {}
+        self.monitor = None
+        if not args.no_stream:
+            from tcc_model.reference import calibrate_references
+            from tcc_model.stream import MonitorConfig, ProgressMonitor
+
+            references = _references(engine, train, embedded[0], args.references)
+            config = MonitorConfig()
+            self.calibration = calibrate_references(
+                references, embedded[1], args.false_alarm_rate, config, strict=False
+            )
+            self.monitor = ProgressMonitor(copy.copy(references), config)
+
+    def add_set(self, name: str, eps: Sequence[Any], embedded: Sequence[Any]) -> None:
+        from bench_stream import replay
+
+        from tcc_model import robustness as rb
+
+        stats = self.probes.set_stats(
+            [e.name for e in eps], [m.embeddings for m in embedded], [m.phase_ids for m in embedded]
+        )
+        if self.monitor is not None:
+            rb.add_stream_records(stats, replay(self.monitor, embedded))
+        self.stats[name] = stats
+
+    def rows(self, args: argparse.Namespace) -> dict[str, Any]:
+        from tcc_model import robustness as rb
+
+        control = self.stats[CONTROL]
+        rows = {CONTROL: {k: {"value": v} for k, v in rb.metric_values(control).items()}}
+        for name, stats in self.stats.items():
+            if name != CONTROL:
+                paired = rb.paired_differences(control, stats, args.resamples, args.seed)
+                rows[name] = {
+                    k: {"value": d["shifted"], "diff": d["diff"], "se": d["se"]}
+                    for k, d in paired.items()
+                }
+        return rows
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One report per bundle: per-set metrics and paired differences to the control."""
     from tcc_model.cli import check_bundle, stage
     from tcc_model.engine import load_bundle
-    from tcc_model.reference import calibrate_references, load_episodes, normal_episodes
-    from tcc_model.stream import MonitorConfig, ProgressMonitor
+    from tcc_model.reference import load_episodes, normal_episodes
 
-    engine = load_bundle(check_bundle(args.bundle), backend=args.backend, threads=args.threads)
+    engines = [
+        load_bundle(check_bundle(b), backend=args.backend, threads=args.threads)
+        for b in args.bundle
+    ]
     names = _set_names(args.sets)
     with stage(f"embed {args.train_dataset} train and {args.calib_split}"):
         train = normal_episodes(load_episodes(args.train_dataset, "train"))
-        train_emb = _embed(engine, train)
-        calib = _embed(engine, normal_episodes(load_episodes(args.train_dataset, args.calib_split)))
-    phase_names = list(train[0].labels.phase_names)
-    probes = rb.ProtocolProbes(
-        [m.embeddings for m in train_emb], [m.phase_ids for m in train_emb], len(phase_names)
-    )
-    cal: dict[str, Any] = {}
-    if not args.no_stream:
-        references = _references(engine, train, train_emb, args.references)
-        config = MonitorConfig()
-        cal = calibrate_references(references, calib, args.false_alarm_rate, config, strict=False)
-        monitor = ProgressMonitor(copy.copy(references), config)
-    stats, episodes, resimulated = {}, {}, {}
+        train_emb = _embed(engines, train)
+        calib_emb = _embed(
+            engines, normal_episodes(load_episodes(args.train_dataset, args.calib_split))
+        )
+    models = [_Model(args, e, train, (t, c)) for e, t, c in zip(engines, train_emb, calib_emb)]
+    episodes, resimulated = {}, {}
     for name in names:
         with stage(f"embed and replay {name}"):
             eps = normal_episodes(load_episodes(f"folder:{args.sets / name}", args.split))
-            embedded = _embed(engine, eps)
-            s = probes.set_stats(
-                [e.name for e in eps],
-                [m.embeddings for m in embedded],
-                [m.phase_ids for m in embedded],
-            )
-            if not args.no_stream:
-                rb.add_stream_records(s, replay(monitor, embedded))
-        stats[name], episodes[name] = s, len(eps)
+            for model, embedded in zip(models, _embed(engines, eps)):
+                model.add_set(name, eps, embedded)
+        episodes[name] = len(eps)
         manifest = json.loads((args.sets / name / "manifest.json").read_text())
         resimulated[name] = manifest["generator"].get("resimulated_episodes")
-    rows = {CONTROL: {k: {"value": v} for k, v in rb.metric_values(stats[CONTROL]).items()}}
-    for name in names[1:]:
-        paired = rb.paired_differences(stats[CONTROL], stats[name], args.resamples, args.seed)
-        rows[name] = {
-            k: {"value": d["shifted"], "diff": d["diff"], "se": d["se"]} for k, d in paired.items()
+    return [
+        {
+            "bundle": str(bundle),
+            "train_dataset": args.train_dataset,
+            "sets": str(args.sets),
+            "episodes": episodes,
+            "resimulated_episodes": resimulated,
+            "train_videos": len(train),
+            "calibration": {
+                "episodes": model.calibration.get("num_episodes"),
+                "false_alarm_rate": args.false_alarm_rate,
+                "phase_source": model.calibration.get("phase_source"),
+                "episodes_needed": model.calibration.get("episodes_needed"),
+            },
+            "resamples": args.resamples,
+            "rows": model.rows(args),
         }
-    return {
-        "bundle": str(args.bundle),
-        "train_dataset": args.train_dataset,
-        "sets": str(args.sets),
-        "episodes": episodes,
-        "resimulated_episodes": resimulated,
-        "train_videos": len(train),
-        "calibration": {
-            "episodes": cal.get("num_episodes"),
-            "false_alarm_rate": args.false_alarm_rate,
-            "phase_source": cal.get("phase_source"),
-            "episodes_needed": cal.get("episodes_needed"),
-        },
-        "resamples": args.resamples,
-        "rows": rows,
-    }
+        for bundle, model in zip(args.bundle, models)
+    ]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -222,18 +279,19 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.exists() and not args.overwrite:
         raise ConfigError(f"--out {args.out} exists; pass --overwrite or choose another --out")
     start = time.perf_counter()
-    report = measure(args)
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    print(f"\n### Robustness: {args.bundle} on {args.sets}\n")
-    print(markdown(report))
+    reports = measure(args)
+    for report in reports:
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        print(f"\n### Robustness: {report['bundle']} on {args.sets}\n")
+        print(markdown(report))
     print(
         "Shifted rows: value (paired difference to the control ± bootstrap SE over "
         f"{args.resamples} resamples of the episodes). Episodes re-simulated after a failed "
-        f"label check (then not an exact pair): {report['resimulated_episodes']}."
+        f"label check (then not an exact pair): {reports[0]['resimulated_episodes']}."
     )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        args.out.write_text(json.dumps(reports, indent=1) + "\n")
         print_written({"report": args.out})
     return 0
 
@@ -255,7 +313,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--factors", nargs="+", default=[*SHIFT_FACTORS, "all"], choices=[*SHIFT_FACTORS, "all"]
     )
     r = sub.add_parser("run", help="print the table for a bundle")
-    r.add_argument("--bundle", type=Path, required=True)
+    r.add_argument("--bundle", type=Path, nargs="+", required=True, help="one table per bundle")
     r.add_argument("--train-dataset", required=True, help="the model's training dataset")
     r.add_argument("--sets", type=Path, required=True, help="folder written by generate")
     r.add_argument("--split", default="test", help="split of the sets (generate writes test)")
