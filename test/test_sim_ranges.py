@@ -158,3 +158,12 @@ def test_cli_rejects_an_unknown_shift_and_a_bad_ranges_file(tmp_path: Path) -> N
     bad.write_text("motion:\n  speed: fast\n")
     with pytest.raises(ConfigError, match=r"ranges.yaml\.motion\.speed"):
         sim_pouring.main(["--out", str(tmp_path / "b"), "--episodes", "2", "--ranges", str(bad)])
+
+
+def test_ranges_file_that_is_not_yaml_is_one_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "ranges.yaml"
+    bad.write_text("motion: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"ranges.yaml: .*pass a JSON or YAML mapping"):
+        sim_pouring.sampling_ranges(bad)
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        sim_pouring.sampling_ranges(tmp_path / "missing.yaml")

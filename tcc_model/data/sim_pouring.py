@@ -621,7 +621,8 @@ def sampling_ranges(
     if ranges_file is not None:
         import yaml
 
-        with wrap_errors(ConfigError, ranges_file, "pass a JSON or YAML mapping of ranges"):
+        fix = "pass a JSON or YAML mapping of ranges"
+        with wrap_errors(ConfigError, ranges_file, fix, extra=(yaml.YAMLError,)):
             data = yaml.safe_load(Path(ranges_file).read_text())
         ranges = SamplingRanges.from_dict(data or {}, source=str(ranges_file))
     if widen < 0:
