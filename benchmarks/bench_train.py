@@ -1,107 +1,297 @@
-"""Training throughput (clips/s) of an embedder on synthetic clips.
+"""Training speed of a recipe, lever by lever, against the same-run GEMM peaks.
 
-    python benchmarks/bench_train.py                       # light model, 112², CPU, tcc
-    python benchmarks/bench_train.py --batch-sizes 2 4 8 --threads 2 --algo tcc+tcn
-    python benchmarks/bench_train.py --encoder vggm --head paper_conv3d --image-size 224
+    python benchmarks/bench_train.py                                # config/train/sim_pouring.yaml
+    python benchmarks/bench_train.py --threads 1 2 --steps 4 --json runs/bench_train.json
+    python benchmarks/bench_train.py --config config/train/pouring.yaml --set model.encoder=vggm
 
-One clip = one video of T main frames with k context frames (T*k images). A step is the forward
-pass, the algorithm loss, backward and an Adam update, exactly as ``tcc_model.train`` runs them
-(data loading excluded: the clips are random tensors already in memory).
+For each thread count it measures, in one process: the fp32 and bf16 GEMM peaks (a square
+matmul), then the recipe's training step with the old settings (plain encoding, 3x3 stem, fp32,
+eager) and with each speed lever added in turn (``distinct_frames``, the ``patchify`` stem,
+``compile``, ``amp``). Per variant: clips/s, the step's FLOPs (``FlopCounterMode``, forward +
+backward), achieved GFLOP/s as a fraction of both peaks, and the per-step breakdown: data
+(sampling and collating a batch from in-memory videos), encoder forward, head forward, loss,
+backward, optimizer. ``--processes 2`` also runs the best variant in two 1-thread processes at
+once (the alternative to one 2-thread process). Speeds on a shared machine are noisy: compare
+the ratios within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tcc_model.algos import ALGOS, AlgoConfig, TrainingAlgo  # noqa: E402
-from tcc_model.models import ModelConfig, build_model  # noqa: E402
-from tcc_model.train import TrainModule  # noqa: E402
-from tcc_model.utils import pick_device  # noqa: E402
+from tcc_model.config import apply_overrides  # noqa: E402
+from tcc_model.data.format import Episode, EpisodeLabels  # noqa: E402
+from tcc_model.data.sampling import VideoClipDataset  # noqa: E402
+from tcc_model.models import build_model, distinct_positions  # noqa: E402
+from tcc_model.train.config import TrainingConfig, layer_config  # noqa: E402
+from tcc_model.train.module import (  # noqa: E402
+    TrainModule,
+    amp_dtype_for,
+    compile_embedder,
+    frame_ids,
+)
+from tcc_model.train.order import collate_batch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PHASES = ("data", "encoder", "head", "loss", "backward", "optimizer")
+
+#: The old settings (today's defaults before the levers), then one lever added per row.
+LEVERS: list[tuple[str, list[str]]] = [
+    ("old settings", ["train.distinct_frames=false", "model.stem=conv", "train.compile=false"]),
+    ("+ distinct frames", ["train.distinct_frames=true"]),
+    ("+ patchify stem", ["model.stem=patchify"]),
+    ("+ compile", ["train.compile=true"]),
+    ("+ bf16 autocast", ["train.amp=true"]),
+]
 
 
-def synthetic_batch(batch_size: int, steps: int, cfg: ModelConfig, device) -> dict:
-    """Random clips shaped like ``VideoClipDataset`` batches (augmented: float 0..255)."""
-    k, size = cfg.context_frames, cfg.image_size
-    main = torch.sort(torch.rand(batch_size, 100).argsort(1)[:, :steps] + 1, dim=1).values
-    return {
-        "frames": torch.rand(batch_size, steps * k, size, size, 3, device=device) * 255,
-        "steps": main.to(device),
-        "seq_len": torch.full((batch_size,), 101, device=device),
-        "phase_ids": (main // 25).to(device),
-    }
-
-
-def bench(args: argparse.Namespace, batch_size: int) -> dict[str, float]:
-    device = pick_device(args.device)
-    cfg = ModelConfig(encoder=args.encoder, head=args.head, image_size=args.image_size)
-    algo_cfg = AlgoConfig(name=args.algo)
-    num_steps = 2 * args.num_frames if algo_cfg.uses_tcn_sampling else args.num_frames
-    model = build_model(cfg).to(device)
-    algo = TrainingAlgo(algo_cfg, cfg.embedding_size, num_phases=4).to(device)
-    amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if args.amp else None
-    module = TrainModule(model, algo, algo_cfg.l2_weight, amp_dtype).train()
-    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-4)
-    batch = synthetic_batch(batch_size, num_steps, cfg, device)
-    times = []
-    for i in range(args.warmup + args.iters):
+def gemm_peak(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) -> float:
+    """GFLOP/s of a ``size``-square matmul in ``dtype`` (best of repeated timings)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    best, spent = float("inf"), 0.0
+    while spent < seconds:
         tic = time.perf_counter()
-        loss, _ = module(batch)
-        optimizer.zero_grad(set_to_none=True)
+        a @ b
+        elapsed = time.perf_counter() - tic
+        best, spent = min(best, elapsed), spent + elapsed
+        if elapsed > 5 * seconds:  # an emulated dtype: one sample is enough
+            break
+    return 2 * size**3 / best / 1e9
+
+
+def synthetic_clips(config: TrainingConfig, videos: int = 16, length: int = 120) -> Any:
+    """A ``VideoClipDataset`` over in-memory random videos (decoded frames, as after preload)."""
+    size = config.model.image_size
+    rng = np.random.default_rng(0)
+    episodes = []
+    for i in range(videos):
+        labels = EpisodeLabels(
+            video=f"v{i}.mp4", fps=12.0, num_frames=length, phase_names=["a", "b"]
+        )
+        labels.phase_ids = [int(t >= length // 2) for t in range(length)]
+        episodes.append(Episode(f"v{i}", "train", Path(f"/bench/v{i}.json"), labels))
+    clips = VideoClipDataset(
+        episodes,
+        num_frames=config.data.num_frames,
+        context_frames=config.model.context_frames,
+        context_stride=config.model.context_stride,
+        sampling=config.data.sampling,
+        sample_stride=config.data.sample_stride,
+        augment=config.data.augment,
+        tcn_positives=config.algo.uses_tcn_sampling,
+        image_size=size,
+    )
+    for e in episodes:
+        frames = rng.integers(0, 256, (length, size, size, 3), dtype=np.uint8)
+        clips.cache._frames[Path(e.video_path)] = frames
+    return clips
+
+
+class Variant:
+    """The model, loss and optimizer of one configuration, with a timed step."""
+
+    def __init__(self, config: TrainingConfig) -> None:
+        torch.manual_seed(0)
+        self.config = config
+        self.clips = synthetic_clips(config)
+        from tcc_model.algos import TrainingAlgo
+
+        self.model = build_model(config.model)
+        algo = TrainingAlgo(config.algo, config.model.embedding_size, num_phases=2)
+        self.module = TrainModule(
+            self.model,
+            algo,
+            config.algo.l2_weight,
+            amp_dtype_for(torch.device("cpu"), config.train.amp),
+            config.train.distinct_frames,
+        ).train()
+        if config.train.compile:
+            compile_embedder(self.model)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=config.train.lr)
+        self.batches = 0
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        self.batches += 1
+        keys = [(self.batches, i % len(self.clips)) for i in range(self.config.train.batch_size)]
+        return collate_batch(self.clips, keys)
+
+    def step(self) -> dict[str, float]:
+        """One training step, timed by phase (mirrors ``TrainModule.forward``)."""
+        times: dict[str, float] = {}
+        tic = time.perf_counter()
+        batch = self.batch()
+        times["data"] = time.perf_counter() - tic
+        m, cfg = self.model, self.config.model
+        frames = batch["frames"]
+        b, tk = frames.shape[:2]
+        flat = frames.reshape(b * tk, *frames.shape[2:])
+        amp = self.module.amp_dtype
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+            tic = time.perf_counter()
+            if self.module.distinct_frames:
+                ids = frame_ids(batch["steps"], cfg.context_frames, cfg.context_stride)
+                inverse, first = distinct_positions(ids)
+                feats = m.encoder(flat[first])[inverse]
+            else:
+                feats = m.encoder(flat)
+            times["encoder"] = time.perf_counter() - tic
+            tic = time.perf_counter()
+            k = cfg.context_frames
+            emb = m.head(feats.reshape(b * (tk // k), k, *feats.shape[1:]))
+            embs = emb.reshape(b, tk // k, -1).float()
+            times["head"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        loss, _ = self.module.algo(embs, batch, torch.Generator().manual_seed(self.batches))
+        from tcc_model.algos import l2_regularization
+
+        loss = loss + l2_regularization(self.module._regularised, self.module.l2_weight)
+        times["loss"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - tic)
-    step_s = statistics.median(times)
+        times["backward"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        self.optimizer.step()
+        times["optimizer"] = time.perf_counter() - tic
+        return times
+
+    def flops(self) -> float:
+        """FLOPs of one step (forward + backward), counted by torch."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            self.step()
+        return float(counter.get_total_flops())
+
+
+def measure(config: TrainingConfig, steps: int, warmup: int) -> dict[str, Any]:
+    """Median phase times, clips/s and FLOPs of ``config``."""
+    variant = Variant(config)
+    if config.train.compile:  # compilation, then one recompile for the varying distinct count
+        warmup = max(warmup, 3)
+    for _ in range(warmup):
+        variant.step()
+    samples = [variant.step() for _ in range(steps)]
+    phases = {p: statistics.median(s[p] for s in samples) for p in PHASES}
+    step_s = statistics.median(sum(s.values()) for s in samples)
+    flops = _eager_flops(config) if config.train.compile else variant.flops()
     return {
-        "batch_size": batch_size,
-        "ms_per_step": 1000 * step_s,
-        "best_ms": 1000 * min(times),
-        "clips_per_s": batch_size / step_s,
-        "images_per_s": batch_size * num_steps * cfg.context_frames / step_s,
+        "step_ms": 1000 * step_s,
+        "clips_per_s": config.train.batch_size / step_s,
+        "gflop_per_step": flops / 1e9,
+        "gflops": flops / step_s / 1e9,
+        "phases_ms": {p: 1000 * v for p, v in phases.items()},
     }
+
+
+def _eager_flops(config: TrainingConfig) -> float:
+    data = config.to_dict()
+    data["train"]["compile"] = False
+    return Variant(TrainingConfig.from_dict(data)).flops()
+
+
+def run_threads(args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """Peaks and every lever at ``threads`` intra-op threads."""
+    torch.set_num_threads(threads)
+    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+    rows = []
+    data = layer_config("folder:bench", args.config, None, args.set).to_dict()
+    for name, overrides in LEVERS:
+        data = apply_overrides(TrainingConfig, data, overrides)
+        config = TrainingConfig.from_dict(data)
+        if config.train.amp and peaks["bf16"] < peaks["fp32"]:
+            rows.append({"variant": name, "skipped": "no native bf16: its GEMM peak is below fp32"})
+            data = apply_overrides(TrainingConfig, data, ["train.amp=false"])
+            continue
+        result = measure(config, args.steps, args.warmup)
+        rows.append({"variant": name, **result})
+        print(_row(name, result, rows[0], peaks), flush=True)
+    return {"threads": threads, "peaks_gflops": peaks, "rows": rows, "final": data}
+
+
+def _row(name: str, r: dict[str, Any], base: dict[str, Any], peaks: dict[str, float]) -> str:
+    ph = r["phases_ms"]
+    return (
+        f"| {name} | {r['clips_per_s']:.2f} | {r['clips_per_s'] / base['clips_per_s']:.2f}x | "
+        f"{r['gflop_per_step']:.1f} | {r['gflops']:.1f} | {r['gflops'] / peaks['fp32']:.0%} | "
+        f"{r['gflops'] / peaks['bf16']:.0%} | " + " / ".join(f"{ph[p]:.0f}" for p in PHASES) + " |"
+    )
+
+
+def run_processes(args: argparse.Namespace, final: dict[str, Any], count: int) -> float:
+    """Total clips/s of ``count`` concurrent 1-thread processes running ``final``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, __file__, "--worker", json.dumps(final), "--steps", str(args.steps)]
+    cmd += ["--warmup", str(args.warmup)]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)
+    ]
+    return sum(json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--encoder", default="light")
-    p.add_argument("--head", default="light")
-    p.add_argument("--image-size", type=int, default=112)
-    p.add_argument("--algo", default="tcc", choices=ALGOS)
-    p.add_argument("--num-frames", type=int, default=20, help="T main frames per clip")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 4])
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--device", default=None)
-    p.add_argument("--amp", action="store_true")
+    p.add_argument("--config", default=str(REPO / "config/train/sim_pouring.yaml"))
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--processes", type=int, default=2, help="also N 1-thread processes (0: no)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    if args.worker:
+        torch.set_num_threads(1)
+        config = TrainingConfig.from_dict(json.loads(args.worker))
+        print(json.dumps(measure(config, args.steps, args.warmup)["clips_per_s"]))
+        return 0
     print(
-        f"# {args.encoder}+{args.head} {args.image_size}² algo={args.algo} T={args.num_frames} "
-        f"k=2 device={device} ({where or platform.machine()}) threads={args.threads} "
-        f"amp={args.amp} torch={torch.__version__}"
+        f"# {Path(args.config).name} {' '.join(args.set)} | {platform.machine()} "
+        f"{platform.processor() or ''} | {os.cpu_count()} cores | torch {torch.__version__} | "
+        f"load {os.getloadavg()[0]:.1f}"
     )
-    print("| batch (videos) | ms/step (median) | best ms | clips/s | images/s |")
-    print("|---|---|---|---|---|")
-    for batch_size in args.batch_sizes:
-        r = bench(args, batch_size)
+    results = []
+    for threads in args.threads:
+        print(f"\n## {threads} thread(s)")
         print(
-            f"| {r['batch_size']} | {r['ms_per_step']:.1f} | {r['best_ms']:.1f} | "
-            f"{r['clips_per_s']:.2f} | {r['images_per_s']:.0f} |"
+            "| variant | clips/s | vs old | GFLOP/step | GFLOP/s | of fp32 peak | of bf16 peak | "
+            "ms: " + " / ".join(PHASES) + " |"
         )
+        print("|---|---|---|---|---|---|---|---|")
+        result = run_threads(args, threads)
+        peaks = result["peaks_gflops"]
+        print(f"GEMM peaks: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
+        results.append(result)
+    summary: dict[str, Any] = {"threads": results}
+    measured = [r for r in results[-1]["rows"] if "clips_per_s" in r]
+    if args.processes > 1:
+        total = run_processes(args, results[-1]["final"], args.processes)
+        summary["processes"] = {"count": args.processes, "clips_per_s": total}
+        print(f"\n{args.processes} processes x 1 thread (last variant): {total:.2f} clips/s")
+    if len(results) > 1:
+        one = [r for r in results[0]["rows"] if "clips_per_s" in r][-1]["clips_per_s"]
+        many = measured[-1]["clips_per_s"]
+        print(f"{results[-1]['threads']} threads vs 1 (last variant): {many / one:.2f}x")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0
 
 

@@ -26,7 +26,7 @@ from tcc_model.preprocess import Normalize, PreprocessConfig
 ENCODERS = ("resnet50_conv4c", "vggm", "light")
 HEADS = ("paper_conv3d", "light")
 TRAIN_BASE_MODES = ("only_bn", "all", "none")
-STEMS = ("conv", "space_to_depth")
+STEMS = ("conv", "patchify")
 
 
 @dataclass
@@ -60,9 +60,9 @@ class ModelConfig:
     fc_channels: int | None = None
     # width of the light encoder (its channels: w/2, w, 2w, 2w, 4w)
     light_width: int = 32
-    # first stage of the light encoder: 'conv' (3x3 stride-2 conv on the image) or
-    # 'space_to_depth' (2x2 pixel blocks to channels, then a 2x2 conv: fewer, wider GEMMs)
-    stem: Literal["conv", "space_to_depth"] = "conv"
+    # light encoder's first stages: 'conv' (two 3x3 stride-2 convs) or 'patchify' (one 4x4
+    # stride-4 conv, ConvNeXt's stem: about 2x faster training on a CPU)
+    stem: Literal["conv", "patchify"] = "conv"
     # free-form notes carried along (not used by the code)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +82,11 @@ class ModelConfig:
             ("head", self.head in HEADS, f"one of {HEADS}"),
             ("train_base", self.train_base in TRAIN_BASE_MODES, f"one of {TRAIN_BASE_MODES}"),
             ("stem", self.stem in STEMS, f"one of {STEMS}"),
+            (
+                "stem",
+                self.stem == "conv" or self.encoder == "light",
+                "'conv' (only 'light' has a stem option)",
+            ),
         ]
         for key, ok, expected in checks:
             if not ok:
@@ -132,16 +137,29 @@ class _Encoder(nn.Module):
 class LightEncoder(_Encoder):
     """Small strided conv net for real-time CPU inference (~39 MFLOPs per frame at 112², width 32).
 
-    Four stride-2 3×3 conv/BN/ReLU stages plus one stride-1 stage at ``S/8``:
-    ``[N, S, S, 3] -> [N, 4*width, S/16, S/16]`` (``[N, 128, 7, 7]`` at 112²).
+    ``stem='conv'``: four stride-2 3×3 conv/BN/ReLU stages plus one stride-1 stage at ``S/8``.
+    ``stem='patchify'``: the first two stages (``S/2``, ``S/4``) become one 4×4 stride-4 conv
+    (ConvNeXt's stem): on a CPU the 3- and 16-channel convolutions and the BatchNorm/ReLU passes
+    at ``S/2`` run far below the GEMM peak, and the patchify stem is one dense GEMM at ``S/4``.
+    Both give ``[N, S, S, 3] -> [N, 4*width, S/16, S/16]`` (``[N, 128, 7, 7]`` at 112²).
     """
 
-    def __init__(self, mean, std, width: int = 32) -> None:
+    def __init__(self, mean, std, width: int = 32, stem: str = "conv") -> None:
         super().__init__(mean, std)
         w = width
+        if stem == "patchify":
+            first = [
+                nn.Conv2d(3, w, 4, stride=4, bias=False),  # S/4
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+            ]
+        else:
+            first = [
+                *_conv_bn_relu(3, w // 2, 3, stride=2),  # S/2
+                *_conv_bn_relu(w // 2, w, 3, stride=2),  # S/4
+            ]
         self.trunk = nn.Sequential(
-            *_conv_bn_relu(3, w // 2, 3, stride=2),  # S/2
-            *_conv_bn_relu(w // 2, w, 3, stride=2),  # S/4
+            *first,
             *_conv_bn_relu(w, 2 * w, 3, stride=2),  # S/8
             *_conv_bn_relu(2 * w, 2 * w, 3),
             *_conv_bn_relu(2 * w, 4 * w, 3, stride=2),  # S/16
@@ -404,7 +422,7 @@ def build_model(cfg: ModelConfig | dict[str, Any]) -> Embedder:
     if isinstance(cfg, dict):
         cfg = ModelConfig.from_dict(cfg)
     if cfg.encoder == "light":
-        encoder: _Encoder = LightEncoder(cfg.mean, cfg.std, width=cfg.light_width)
+        encoder: _Encoder = LightEncoder(cfg.mean, cfg.std, cfg.light_width, cfg.stem)
     elif cfg.encoder == "vggm":
         encoder = VGGMEncoder(cfg.mean, cfg.std)
     else:

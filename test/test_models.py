@@ -15,7 +15,7 @@ from tcc_model.checkpoint import (
     set_rng_state,
 )
 from tcc_model.embed import embed_frames
-from tcc_model.models import ModelConfig, build_model
+from tcc_model.models import ModelConfig, build_model, distinct_positions
 from tcc_model.preprocess import context_indices
 
 torch.set_num_threads(1)
@@ -29,6 +29,7 @@ def _frames(n: int, size: int, seed: int = 0) -> np.ndarray:
     ("encoder", "head", "size", "channels", "grid"),
     [
         ("light", "light", 64, 128, 4),
+        ("light-patchify", "light", 64, 128, 4),
         ("light", "paper_conv3d", 64, 128, 4),
         ("vggm", "light", 64, 512, 4),
         ("vggm", "paper_conv3d", 64, 512, 4),
@@ -36,7 +37,10 @@ def _frames(n: int, size: int, seed: int = 0) -> np.ndarray:
     ],
 )
 def test_shapes_every_encoder_and_head(encoder, head, size, channels, grid):
-    cfg = ModelConfig(encoder=encoder, head=head, image_size=size, context_frames=2)
+    encoder, _, stem = encoder.partition("-")
+    cfg = ModelConfig(
+        encoder=encoder, head=head, image_size=size, context_frames=2, stem=stem or "conv"
+    )
     model = build_model(cfg).eval()
     frames = torch.from_numpy(_frames(2 * 3 * 2, size)).reshape(2, 6, size, size, 3)
     with torch.no_grad():
@@ -211,3 +215,32 @@ def test_light_model_exports_to_onnx(tmp_path):
     np.testing.assert_allclose(got_feats, feats.numpy(), atol=1e-4)
     got = head.run(None, {head.get_inputs()[0].name: context.numpy()})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_distinct_positions_cover_each_frame_once():
+    ids = torch.tensor([[0, 0, 3, 1, 3, 0], [2, 2, 2, 5, 0, 5]])
+    inverse, first = distinct_positions(ids)
+    flat = (ids + 10 * torch.arange(2)[:, None]).reshape(-1)
+    assert len(first) == 3 + 3
+    torch.testing.assert_close(flat[first][inverse], flat)
+    assert sorted(flat[first].tolist()) == sorted(set(flat.tolist()))
+
+
+@pytest.mark.parametrize("stem", ["conv", "patchify"])
+def test_encoding_distinct_frames_once_gives_the_same_embeddings(stem):
+    """Context windows and TCN positives repeat frames; each distinct one is encoded once."""
+    cfg = ModelConfig(image_size=64, context_frames=3, context_stride=2, light_width=8, stem=stem)
+    model = build_model(cfg)
+    video = torch.from_numpy(_frames(12, 64))
+    steps = torch.tensor([[1, 2, 3, 5], [0, 4, 4, 6]])
+    ids = torch.from_numpy(context_indices(steps.numpy(), 3, 2)).reshape(2, -1)
+    frames = video[ids]  # [2, 12, 64, 64, 3], repeated frames included
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(frames, ids), model(frames), rtol=1e-5, atol=1e-5)
+    grads = []  # the gradients agree too (eval mode: BatchNorm uses its running statistics)
+    for frame_ids in (ids, None):
+        model.zero_grad()
+        model(frames, frame_ids).square().sum().backward()
+        grads.append(model.encoder.trunk[0].weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)

@@ -1,8 +1,9 @@
 """The training step's module: embedder + algorithm loss, with the speed levers.
 
-* ``amp``: the embedder runs under ``torch.autocast`` in bfloat16 (CPU and CUDA; float16 with
-  loss scaling on CUDA devices without bf16). The loss, the L2 term, the weights and the
-  optimizer stay float32 (``embs.float()`` before the loss).
+* ``amp``: the embedder runs under ``torch.autocast`` in bfloat16 on CUDA and on CPUs with
+  native bf16 (AVX512-BF16 / AMX); float16 with loss scaling on CUDA devices without bf16; plain
+  float32 on other CPUs (emulated bf16 is far slower there; the trainer says so). The loss, the
+  L2 term, the weights and the optimizer stay float32 (``embs.float()`` before the loss).
 * ``distinct_frames``: each distinct frame of a clip is encoded once and its features gathered
   for every context window / TCN positive that uses it (``Embedder.forward(frames, frame_ids)``).
   The embeddings are those of the plain path; in training mode BatchNorm's batch statistics come
@@ -22,13 +23,27 @@ from tcc_model.algos import TrainingAlgo, l2_regularization
 from tcc_model.models import Embedder
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CUDA with bf16; AVX512-BF16/AMX CPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
 def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
-    """Autocast dtype of ``--amp`` on ``device``: bfloat16, or float16 on CUDA without bf16."""
+    """Autocast dtype of ``--amp`` on ``device``.
+
+    bfloat16 where the hardware has it; float16 (with loss scaling) on CUDA devices without
+    bf16; None (float32) on a CPU without native bf16, where emulated bf16 runs many times
+    slower than float32 (measured by ``benchmarks/bench_train.py``).
+    """
     if not amp:
         return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if native_bf16(device) else torch.float16
+    return torch.bfloat16 if native_bf16(device) else None
 
 
 def frame_ids(steps: torch.Tensor, context_frames: int, context_stride: int) -> torch.Tensor:

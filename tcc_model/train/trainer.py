@@ -87,6 +87,8 @@ class Trainer:
         ).to(self.device)
         self.amp = t.amp
         amp_dtype = amp_dtype_for(self.device, t.amp)
+        if t.amp and amp_dtype is None:
+            self._log("train.amp: this CPU has no native bfloat16 (AVX512-BF16/AMX); float32")
         self.module = TrainModule(
             self.model, self.algo, self.algo_cfg.l2_weight, amp_dtype, t.distinct_frames
         )
