@@ -145,6 +145,18 @@ _TRUTH_FIELDS = (
 )
 
 
+def ground_truth_qos() -> Any:
+    """QoS of ``ground_truth``: reliable and transient local with a deep history, so a scoring
+    console that matches late (a loaded machine) still gets every frame's truth."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(
+        depth=2000,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+
+
 def _truthy(text: str) -> bool:
     """``true``/``false`` (any case, also 1/0, yes/no) as given by a launch argument."""
     value = text.strip().lower()
@@ -258,7 +270,9 @@ class CameraSourceNode:
         )
         self._image_type = CompressedImage if args.compressed else Image
         self.pub_image = self.node.create_publisher(self._image_type, args.image_topic, qos)
-        self.pub_truth = self.node.create_publisher(GroundTruth, args.ground_truth_topic, 50)
+        self.pub_truth = self.node.create_publisher(
+            GroundTruth, args.ground_truth_topic, ground_truth_qos()
+        )
         self.reset_client = self.node.create_client(ResetEpisode, args.reset_service)
         self._GroundTruth, self._ResetEpisode = GroundTruth, ResetEpisode
         self._reset_warned = False
@@ -364,6 +378,9 @@ class CameraSourceNode:
                 break
             stream = episodes_from_args(self.args)
         time.sleep(0.3)  # let the last messages leave before the participant goes away
+        from rclpy.duration import Duration
+
+        self.pub_truth.wait_for_all_acked(Duration(seconds=3))  # ground truth is reliable
         log.info(f"end of stream after {self.published} frames")
         return 0
 

@@ -217,6 +217,7 @@ class ConsoleNode:
         from rclpy.node import Node
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+        from tcc_ros.camera_source import ground_truth_qos
         from tcc_ros.monitor_node.outputs import ANOMALY_NAMES
         from tcc_ros.msg import Anomaly, GroundTruth, MonitorInfo, TaskPhase, TaskProgress
 
@@ -241,7 +242,7 @@ class ConsoleNode:
         sub(TaskProgress, "progress", self._on_progress, qos)
         sub(TaskPhase, "phase", self._on_phase, qos)
         sub(Anomaly, "anomaly", self._on_anomaly, qos)
-        sub(GroundTruth, "ground_truth", self._on_truth, qos)
+        sub(GroundTruth, "ground_truth", self._on_truth, ground_truth_qos())
         sub(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     @staticmethod

@@ -109,6 +109,34 @@ def test_live_report_splits_replayed_episodes_and_ignores_alarms_before_onset() 
     assert rep["progress_mae"] == 0.0 and rep["phase_accuracy"] == 1.0
 
 
+def test_live_report_rates_are_those_while_frames_flowed() -> None:
+    r = LiveReport()
+    for rate in ("12.00", "11.00", "0.00", "0.00"):  # the stream ended: the last ones are 0
+        r.add_diagnostics({"input_rate_hz": rate, "processed_rate_hz": rate, "frames_dropped": "1"})
+    rep = r.report()
+    assert rep["input_rate_hz"] == pytest.approx(11.5)
+    assert rep["processed_rate_hz"] == pytest.approx(11.5)
+    assert rep["diagnostics"]["frames_dropped"] == "1"
+    assert "no monitor outputs received" in format_report(rep)  # nothing estimated: no table
+
+
+def test_camera_with_a_missing_video_fails_before_waiting_for_subscribers(tmp_path) -> None:
+    pytest.importorskip("tcc_ros.msg", reason="build the messages first (make env)")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tcc_ros.camera_source", "--video", str(tmp_path / "no.mp4")]
+        + ["--wait-subscribers", "120"],
+        env=ros_env(next(DOMAINS)),
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert time.monotonic() - start < 100  # it did not wait the 120 s for a subscriber
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no.mp4" in errors[0] and "Traceback" not in proc.stderr
+
+
 # ------------------------------------------------------------------------------------------------
 # In-process: the node with a stand-in monitor
 # ------------------------------------------------------------------------------------------------
@@ -527,8 +555,9 @@ def test_launcher_fails_when_the_monitor_cannot_start(tmp_path) -> None:
         timeout=120,
         cwd=REPO,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "missing" in proc.stderr and "progress monitor exited with status 2" in proc.stderr
+    assert "progress MAE" not in proc.stdout and "nan" not in proc.stdout  # no empty report
 
 
 class _Listener:

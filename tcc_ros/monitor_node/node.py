@@ -391,7 +391,8 @@ class ProgressMonitorNode(Node):
 
     def _check_image_topic_type(self) -> None:
         expected = IMAGE_TYPE_NAMES[self.compressed]
-        topic = self.resolve_topic_name(self.image_topic)
+        resolve = getattr(self, "resolve_topic_name", None)  # rclpy >= Iron
+        topic = resolve(self.image_topic) if resolve else self.image_topic
         types = sorted({info.topic_type for info in self.get_publishers_info_by_topic(topic)})
         wrong = [t for t in types if t != expected]
         if wrong:
