@@ -12,33 +12,36 @@ LIGHT_CONFIG = "config/train/sim_pouring.yaml"
 TRAIN = ["-m", "tcc_model.train"]
 
 
-def train_args(check: Check, kind: str, out: Path, steps: int, *extra: str) -> list[str]:
+def train_args(
+    check: Check, kind: str, out: Path, steps: int, *extra: str, sets: tuple[str, ...] = ()
+) -> list[str]:
     """``tcc_model.train`` arguments of a ``paper`` or ``light`` run of ``steps`` steps.
 
     The paper model is trained from scratch (``train_base=all``: no downloaded weights). Runs
     log three windows (the last one, after warm-up, gives clips/s), write only ``last.pt`` and
     validate once at the end. The learning rate is constant, so a run split in two halves
-    follows the same schedule as a straight one.
+    follows the same schedule as a straight one. ``extra``: more flags; ``sets``: more
+    ``--set`` items.
     """
     s = check.settings
     if kind == "paper":
         config, batch = PAPER_CONFIG, s.paper_batch
-        sets = [
+        config_sets = [
             "model.train_base=all",
             f"model.image_size={s.paper_size}",
             f"data.num_frames={s.paper_frames}",
         ]
         if s.paper_head_channels:
             width = s.paper_head_channels
-            sets += [f"model.head_channels={width}", f"model.fc_channels={width}"]
+            config_sets += [f"model.head_channels={width}", f"model.fc_channels={width}"]
         if s.paper_encoder:
-            sets.append(f"model.encoder={s.paper_encoder}")
+            config_sets.append(f"model.encoder={s.paper_encoder}")
     elif kind == "light":
         config, batch = LIGHT_CONFIG, s.light_batch
-        sets = [f"data.num_frames={s.light_frames}"]
+        config_sets = [f"data.num_frames={s.light_frames}"]
     else:
         raise ValueError(f"kind must be 'paper' or 'light', got {kind!r}")
-    sets += [
+    config_sets += [
         f"data.num_workers={s.workers}",
         f"train.log_interval={max(1, steps // 3)}",
         "train.checkpoint_interval=1000000000",
@@ -66,7 +69,7 @@ def train_args(check: Check, kind: str, out: Path, steps: int, *extra: str) -> l
     ]
     if check.amp:
         args.append("--amp")
-    return [*args, *extra, "--set", *sets]
+    return [*args, *extra, "--set", *config_sets, *sets]
 
 
 def _train_result(run: CliRun, batch: int, steps: int) -> dict[str, Any]:
@@ -233,9 +236,12 @@ def torchrun(check: Check) -> dict[str, Any]:
     return result
 
 
-def _compile(check: Check, kind: str, steps: int, batch: int, eager: str) -> dict[str, Any]:
+def _compile(
+    check: Check, kind: str, steps: int, batch: int, eager: str, sets: tuple[str, ...] = ()
+) -> dict[str, Any]:
     out = check.work / f"{kind}_compile"
-    run = check.run_cli(f"{kind}_compile", train_args(check, kind, out, steps, "--compile"))
+    args = train_args(check, kind, out, steps, "--compile", sets=sets)
+    run = check.run_cli(f"{kind}_compile", args)
     result = _train_result(run, batch, steps)
     eager_rate = check.results.get(eager, {}).get("clips_per_s")
     if eager_rate:
@@ -250,6 +256,12 @@ def compile_light(check: Check) -> dict[str, Any]:
 
 
 def compile_paper(check: Check) -> dict[str, Any]:
-    """``--compile`` of the paper model (long compile: last, run only when time is left)."""
+    """``--compile`` of the paper model (long compile: last, run only when time is left).
+
+    Without validation: the eval-mode graphs would be compiled again at the end (minutes on
+    a CPU for the light model too; the ``compile`` stage keeps that path).
+    """
     s = check.settings
-    return _compile(check, "paper", max(s.compile_steps // 2, 1), s.paper_batch, "paper_train")
+    steps = max(s.compile_steps // 2, 1)
+    no_val = ("data.val_split=none",)
+    return _compile(check, "paper", steps, s.paper_batch, "paper_train", sets=no_val)
