@@ -89,6 +89,7 @@ def environment(check: Check) -> dict[str, Any]:
             "multiprocessors": props.multi_processor_count,
             "memory_gib": round(props.total_memory / 2**30, 1),
             "count": torch.cuda.device_count(),
+            "bf16_supported": torch.cuda.is_bf16_supported(),  # --amp: bf16, else fp16
         }
     if shutil.which("nvidia-smi"):
         query = "name,driver_version,memory.total,clocks.max.sm,power.limit"
