@@ -25,7 +25,9 @@ from tcc_model.data.format import (
     write_episode,
     write_manifest,
 )
+from tcc_model.models import ModelConfig, build_model
 from tcc_model.train import DEFAULT_CONFIG, Trainer, TrainingConfig, batch_positions, main
+from tcc_model.train.module import TrainModule, compile_embedder, frame_ids
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -373,3 +375,49 @@ def test_anomalous_episodes_are_excluded_unless_asked(toy, tmp_path):
         e.labels.anomaly = "stall"
     with pytest.raises(ValueError, match="exclude_anomalous=false"):
         Trainer(small_config(), tmp_path / "c", train_episodes=flagged, val_episodes=[])
+
+
+# --------------------------------------------------------------------------------------------
+# Speed levers
+
+
+def _tiny_module(**levers) -> tuple[TrainModule, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_size=32, context_frames=2, context_stride=2, light_width=8, **levers)
+    algo = TrainingAlgo(AlgoConfig(name="tcc+tcn"), cfg.embedding_size, num_phases=3)
+    module = TrainModule(build_model(cfg), algo, 1e-5, distinct_frames=True).train()
+    steps = torch.tensor([[2, 3, 6, 7, 9, 10], [1, 3, 4, 5, 8, 9]])
+    ids = frame_ids(steps, 2, 2)
+    video = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3)))
+    batch = {
+        "frames": video.to(torch.uint8)[ids],
+        "steps": steps,
+        "seq_len": torch.tensor([12, 12]),
+        "phase_ids": steps // 4,
+    }
+    return module, batch
+
+
+def test_cpu_amp_is_bf16_only_with_native_support():
+    from tcc_model.train.module import amp_dtype_for, native_bf16
+
+    cpu = torch.device("cpu")
+    assert amp_dtype_for(cpu, False) is None
+    assert amp_dtype_for(cpu, True) == (torch.bfloat16 if native_bf16(cpu) else None)
+
+
+@pytest.mark.slow
+def test_compiled_step_reproduces_eager_with_dropout():
+    """inductor's fallback_random: dropout draws the eager numbers, so loss and grads match."""
+    results = []
+    for compiled in (False, True):
+        module, batch = _tiny_module(dropout=0.5)
+        if compiled:
+            compile_embedder(module.model)
+        torch.manual_seed(3)
+        loss, _ = module(batch, torch.Generator().manual_seed(3))
+        loss.backward()
+        results.append((loss.detach(), module.model.head.fcs[1].weight.grad.clone()))
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-3, atol=1e-5)

@@ -78,6 +78,9 @@ class Trainer:
         self.model_cfg, self.algo_cfg = config.model, config.algo
         if t.threads is not None:
             torch.set_num_threads(t.threads)
+        # The numbers of a run depend on the thread count (BatchNorm and GEMM reductions split
+        # differently): record the one used.
+        self.config["train"]["threads"] = torch.get_num_threads()
         self._check_backbone(resuming)
         self._setup_data(train_episodes, val_episodes)
         seed_everything(self.seed)
