@@ -143,7 +143,7 @@ def _phase_panel(ax: Any, tl: EpisodeTimeline) -> None:
         ax.set_yticklabels(tl.phase_names)
         ax.set_ylim(-0.5, count - 0.5)
     ax.set_ylabel("phase")
-    ax.legend(loc="lower right", framealpha=0.8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def _score_panel(ax: Any, tl: EpisodeTimeline) -> None:
@@ -155,7 +155,7 @@ def _score_panel(ax: Any, tl: EpisodeTimeline) -> None:
     ax.set_ylim(0, top)
     ax.set_ylabel("anomaly score")
     _mark_events(ax, tl, legend=False)
-    ax.legend(loc="upper left", framealpha=0.8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def plot_episode_timeline(tl: EpisodeTimeline, path: str | Path, title: str | None = None) -> Path:
