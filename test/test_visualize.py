@@ -235,3 +235,21 @@ def test_timeline_from_monitor_results() -> None:
     np.testing.assert_array_equal(tl.progress, [np.nan, 0.5])
     assert tl.phase.tolist() == [-1, 2] and tl.alarm.tolist() == [False, True]
     assert np.isnan(tl.score[0]) and tl.score[1] == 1.5
+
+
+def test_loss_curves_read_back_from_tensorboard(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    for step in (20, 40, 60):
+        writer.add_scalar("train/loss", 1.0 / step, step)
+        writer.add_scalar("train/clips_per_s", 14.0, step)
+    writer.add_scalar("val/tau", 0.5, 60)
+    writer.close()
+    train, val = vis.curves_from_tensorboard(tmp_path / "tb")
+    assert list(train) == ["loss"] and train["loss"][0] == [20, 40, 60]
+    assert train["loss"][1] == pytest.approx([1 / 20, 1 / 40, 1 / 60])
+    assert val == {"tau": ([60], [0.5])}
+    with pytest.raises(FileNotFoundError, match="no TensorBoard folder"):
+        vis.curves_from_tensorboard(tmp_path / "nope")

@@ -8,7 +8,12 @@
 Plots use matplotlib's Agg backend (no display needed) through :mod:`tcc_model.reporting`.
 """
 
-from tcc_model.visualize.metrics import phase_confusion, plot_loss_curve, plot_phase_confusion
+from tcc_model.visualize.metrics import (
+    curves_from_tensorboard,
+    phase_confusion,
+    plot_loss_curve,
+    plot_phase_confusion,
+)
 from tcc_model.visualize.plots import (
     aligned_progress,
     plot_embeddings_2d,
@@ -33,6 +38,7 @@ __all__ = [
     "EpisodeTimeline",
     "aligned_progress",
     "annotate_frames",
+    "curves_from_tensorboard",
     "phase_confusion",
     "phase_text",
     "plot_embeddings_2d",

@@ -129,3 +129,27 @@ def plot_loss_curve(
         ax.legend(loc="best")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def curves_from_tensorboard(tb_dir: str | Path) -> tuple[dict[str, Curve], dict[str, Curve]]:
+    """``(train, val)`` curves for :func:`plot_loss_curve` from a run's TensorBoard folder.
+
+    Scalars tagged ``train/<name>`` go to ``train`` (rates such as ``clips_per_s`` left out),
+    ``val/<name>`` to ``val``.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not Path(tb_dir).is_dir():
+        raise FileNotFoundError(f"{tb_dir}: no TensorBoard folder (the run's tb/)")
+    events = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    train: dict[str, Curve] = {}
+    val: dict[str, Curve] = {}
+    for tag in events.Tags().get("scalars", []):
+        group, _, name = tag.partition("/")
+        if group not in ("train", "val") or name.endswith("_per_s") or name == "lr":
+            continue
+        points = events.Scalars(tag)
+        curve = ([p.step for p in points], [p.value for p in points])
+        (train if group == "train" else val)[name] = curve
+    return train, val
