@@ -144,14 +144,17 @@ def test_confusion_plot_title_gives_accuracy(tmp_path: Path, figures) -> None:
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]  # no "none" column
 
 
-def test_loss_curve_uses_a_log_axis_for_wide_ranges(tmp_path: Path, figures) -> None:
+def test_loss_curve_gives_every_curve_its_own_panel_and_scale(tmp_path: Path, figures) -> None:
     steps = np.arange(100)
-    vis.plot_loss_curve({"loss": (steps, 10.0 * np.exp(-steps / 10))}, tmp_path / "l.png")
     vis.plot_loss_curve(
-        {"loss": (steps, 1.0 + 0.001 * steps)}, tmp_path / "l2.png", val={"tau": ([50], [0.5])}
+        {"loss": (steps, 10.0 * np.exp(-steps / 10)), "l2": (steps, 1e-4 + 0 * steps)},
+        tmp_path / "l.png",
+        val={"kendalls_tau": ([50, 99], [0.4, 0.6])},
     )
-    assert figures[0].axes[0].get_yscale() == "log"
-    assert figures[1].axes[0].get_yscale() == "linear" and len(figures[1].axes) == 2
+    panels = [ax for ax in figures[0].axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["train loss", "train l2", "val kendalls_tau"]
+    assert [ax.get_yscale() for ax in panels] == ["log", "linear", "linear"]
+    assert len(panels[0].lines) == 2 and len(panels[2].lines) == 1  # raw + smoothed; points
     with pytest.raises(ValueError, match="train is empty"):
         vis.plot_loss_curve({}, tmp_path / "l3.png")
 

@@ -91,43 +91,49 @@ def plot_loss_curve(
     val: Mapping[str, Curve] | None = None,
     title: str = "training",
     smoothing: float = 0.8,
+    columns: int = 3,
 ) -> Path:
-    """Training losses over steps (raw faint, smoothed solid) and validation metrics beside them.
+    """Every training loss and validation metric over the steps, one panel each (own scale).
 
-    ``train`` and ``val`` map a name (``"loss"``, ``"tau"``, ...) to ``(steps, values)``. The loss
-    axis is logarithmic when every value is positive and they span more than a factor of 20.
+    ``train`` and ``val`` map a name (``"loss"``, ``"tcc"``, ``"kendalls_tau"``, ...) to
+    ``(steps, values)``. Curves of 50 points or more are drawn faint with a smoothed line on top
+    (exponential moving average, ``smoothing`` as TensorBoard's); a panel's axis is logarithmic
+    when its values are positive and span more than a factor of 20.
     """
     if not train:
         raise ValueError("train is empty; pass at least one (steps, values) curve")
+    curves = [(f"train {k}", v) for k, v in train.items()]
+    curves += [(f"val {k}", v) for k, v in (val or {}).items()]
     plt = pyplot()
-    panels = 2 if val else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4), squeeze=False)
-    ax = axes[0, 0]
-    cmap = plt.get_cmap("tab10")
-    everything = []
-    for n, (name, (steps, values)) in enumerate(train.items()):
+    cols = min(columns, len(curves))
+    rows = -(-len(curves) // cols)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(4.2 * cols, 3.0 * rows),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
+    for ax, (name, (steps, values)) in zip(axes.flat, curves):
         v = np.asarray(values, dtype=np.float64)
         s = np.asarray(steps, dtype=np.float64)
         ok = np.isfinite(v)
-        ax.plot(s[ok], v[ok], color=cmap(n % 10), lw=0.7, alpha=0.3)
-        ax.plot(s[ok], _smooth(v[ok], smoothing), color=cmap(n % 10), lw=1.6, label=name)
-        everything.append(v[ok])
-    flat = np.concatenate(everything) if everything else np.zeros(0)
-    if flat.size and flat.min() > 0 and flat.max() / flat.min() > 20:
-        ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"{title}: loss (faint: per step, solid: smoothed)")
-    ax.legend(loc="upper right")
-    if val:
-        ax = axes[0, 1]
-        for n, (name, (steps, values)) in enumerate(val.items()):
-            ax.plot(steps, values, "o-", color=cmap(n % 10), ms=3, lw=1.3, label=name)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("validation metric")
-        ax.set_title(f"{title}: validation")
-        ax.legend(loc="best")
-    fig.tight_layout()
+        s, v = s[ok], v[ok]
+        colour = "tab:green" if name.startswith("val") else "tab:blue"
+        if v.size >= 50:
+            ax.plot(s, v, color=colour, lw=0.7, alpha=0.3)
+            ax.plot(s, _smooth(v, smoothing), color=colour, lw=1.6)
+        else:
+            ax.plot(s, v, "o-" if v.size < 20 else "-", color=colour, ms=3, lw=1.4)
+        if v.size and v.min() > 0 and v.max() / v.min() > 20:
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.tick_params(labelbottom=True)
+    for ax in list(axes.flat)[len(curves) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.supxlabel("training step")
     return save_figure(fig, path)
 
 
