@@ -219,22 +219,27 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             engines, normal_episodes(load_episodes(args.train_dataset, args.calib_split))
         )
     models = [_Model(args, e, train, (t, c)) for e, t, c in zip(engines, train_emb, calib_emb)]
-    episodes, resimulated = {}, {}
+    episodes: dict[str, int] = {}
+    attempts: dict[str, list] = {}
     for name in names:
         with stage(f"embed and replay {name}"):
             eps = normal_episodes(load_episodes(f"folder:{args.sets / name}", args.split))
             for model, embedded in zip(models, _embed(engines, eps)):
                 model.add_set(name, eps, embedded)
         episodes[name] = len(eps)
-        manifest = json.loads((args.sets / name / "manifest.json").read_text())
-        resimulated[name] = manifest["generator"].get("resimulated_episodes")
+        attempts[name] = [(e.labels.metadata or {}).get("attempt") for e in eps]
+    unpaired = {  # simulated from another attempt than the control's: not an exact pair
+        name: sum(a != c for a, c in zip(tries, attempts[CONTROL]))
+        for name, tries in attempts.items()
+        if name != CONTROL
+    }
     return [
         {
             "bundle": str(bundle),
             "train_dataset": args.train_dataset,
             "sets": str(args.sets),
             "episodes": episodes,
-            "resimulated_episodes": resimulated,
+            "unpaired_episodes": unpaired,
             "train_videos": len(train),
             "calibration": {
                 "episodes": model.calibration.get("num_episodes"),
@@ -286,8 +291,9 @@ def run(args: argparse.Namespace) -> int:
         print(markdown(report))
     print(
         "Shifted rows: value (paired difference to the control ± bootstrap SE over "
-        f"{args.resamples} resamples of the episodes). Episodes re-simulated after a failed "
-        f"label check (then not an exact pair): {reports[0]['resimulated_episodes']}."
+        f"{args.resamples} resamples of the episodes). Episodes simulated from another attempt "
+        f"than the control's after a failed label check (not exact pairs): "
+        f"{reports[0]['unpaired_episodes']}."
     )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
