@@ -47,6 +47,8 @@ class StandInMonitor:
     Records the episode time it is given for every frame (``times``).
     """
 
+    detector_states = {"off_trajectory": "on (threshold 1)", "stillness": "off: no pixels"}
+
     def __init__(self, delay: float = 0.0) -> None:
         self.delay, self.frames, self.resets = delay, 0, 0
         self.times: list[float] = []
@@ -76,6 +78,7 @@ class StandInMonitor:
             anomaly_kind="off_trajectory" if value > 200 else "",
             anomaly_description="far" if value > 200 else "",
             frames_since_onset=0 if value > 200 else -1,
+            detector="off_trajectory" if value > 200 else "",
         )
 
     def reset(self) -> None:

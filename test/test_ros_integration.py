@@ -168,6 +168,7 @@ def test_node_publishes_stamped_outputs_and_skips_malformed_frames(ros_graph) ->
     assert [m.id for m in got.phase] == [0, 2, 4, 1]
     assert [m.kind for m in got.anomaly] == [Anomaly.NONE] * 2 + [Anomaly.OFF_TRAJECTORY, 0]
     assert got.anomaly[2].description == "far" and got.anomaly[2].frames_since_onset >= 0
+    assert got.anomaly[2].detector == "off_trajectory" and got.anomaly[0].detector == ""
     assert got.anomaly[0].frames_since_onset == -1 and got.anomaly[0].description == ""
     assert [m.reference_index for m in got.alignment] == [1] * 4  # "r1" in MonitorInfo
     assert TaskPhase.UNKNOWN == -1
@@ -187,6 +188,7 @@ def test_node_publishes_stamped_outputs_and_skips_malformed_frames(ros_graph) ->
     values = diag_values(got)
     assert values["backend"] == "stand-in" and int(values["frames_rejected"]) >= 1
     assert values["frames_failed"] == "0" and values["stamp_jumps"] == "0"
+    assert values["detector.stillness"] == "off: no pixels"  # a detector never off silently
     # echoed input is escaped and capped: the 50 000-character encoding is not copied whole
     assert all(len(v) < 1000 for v in values.values()), max(map(len, values.values()))
 

@@ -191,27 +191,9 @@ class ProgressMonitorNode(Node):
 
     def _on_set_parameters(self, changed: list[Any]) -> SetParametersResult:
         """Validate a ``ros2 param set``; monitor settings apply from the next episode."""
-        specs = {s.name: s for s in parameters.all_parameters()}
-        overrides = dict(self._pending_overrides or self._overrides)
-        node_changes = {}
-        for param in changed:
-            spec = specs.get(param.name)
-            if spec is None:
-                return SetParametersResult(
-                    successful=False, reason=f"unknown parameter {param.name}"
-                )
-            if spec.read_only:
-                return SetParametersResult(
-                    successful=False, reason=f"{param.name} is read-only (set it at start)"
-                )
-            problem = parameters.check_value(spec, param.value)
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
-            if param.name.startswith("monitor."):
-                overrides.update(parameters.monitor_overrides({param.name: param.value}))
-            else:
-                node_changes[param.name] = param.value
-        problem = parameters.check_monitor_config(overrides)
+        current = dict(self._pending_overrides or self._overrides)
+        values = {param.name: param.value for param in changed}
+        problem, overrides, node_changes = parameters.check_changes(values, current)
         if problem:
             return SetParametersResult(successful=False, reason=problem)
         if overrides != self._overrides:
@@ -371,7 +353,7 @@ class ProgressMonitorNode(Node):
             started_at=self._started,
             no_frame_timeout_s=self.no_frame_timeout_s,
             type_error=self._type_error,
-            info={"backend": info.backend, "bundle_id": info.bundle_id},
+            info={"backend": info.backend, "bundle_id": info.bundle_id, **self._detector_states()},
         )
         return DiagnosticStatus(
             level=bytes([level]),
@@ -380,6 +362,11 @@ class ProgressMonitorNode(Node):
             hardware_id=info.bundle_id,
             values=[KeyValue(key=k, value=v) for k, v in values.items()],
         )
+
+    def _detector_states(self) -> dict[str, str]:
+        """``detector.<name>``: ``on (threshold ...)``, ``off: why`` or ``inactive: why``."""
+        states = getattr(self.loaded.monitor, "detector_states", None) or {}
+        return {f"detector.{safe_text(k)}": safe_text(v, 200) for k, v in dict(states).items()}
 
     def _publish_diagnostics(self) -> None:
         status = self.diagnostics_status()

@@ -100,6 +100,7 @@ def frame_messages(header: Header, r: Any, info: BundleInfo) -> dict[str, Any]:
         header=header,
         kind=kind,
         score=_finite(r.anomaly_score),
+        detector=str(getattr(r, "detector", "") or "") if kind != Anomaly.NONE else "",
         description=str(r.anomaly_description or "") if kind != Anomaly.NONE else "",
         frames_since_onset=int(onset) if kind != Anomaly.NONE and onset is not None else -1,
     )

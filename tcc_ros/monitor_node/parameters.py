@@ -305,6 +305,34 @@ def check_monitor_config(overrides: Mapping[str, Any]) -> str:
     return ""
 
 
+def check_changes(
+    values: Mapping[str, Any], current: Mapping[str, Any]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Check a run-time change of parameters ``values`` against the monitor overrides in force.
+
+    Returns ``(problem, monitor overrides after the change, node settings changed)``; a
+    non-empty ``problem`` (unknown, read-only, wrong type, out of range, settings that do not fit
+    together) means nothing changes.
+    """
+    specs = {s.name: s for s in all_parameters()}
+    overrides, node_changes = dict(current), {}
+    for name, value in values.items():
+        spec = specs.get(name)
+        if spec is None:
+            return f"unknown parameter {safe_text(name)}", dict(current), {}
+        if spec.read_only:
+            return f"{name} is read-only (set it at start)", dict(current), {}
+        problem = check_value(spec, value)
+        if problem:
+            return problem, dict(current), {}
+        if name.startswith("monitor."):
+            overrides.update(monitor_overrides({name: value}))
+        else:
+            node_changes[name] = value
+    problem = check_monitor_config(overrides)
+    return (problem, dict(current), {}) if problem else ("", overrides, node_changes)
+
+
 def raise_problems(problems: list[str]) -> None:
     """One ConfigError listing every problem found at start."""
     if problems:
