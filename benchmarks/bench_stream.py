@@ -43,10 +43,20 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 OLD_DETECTORS = ("off_trajectory", "progress_stall", "progress_backwards", "phase_skip")
+ALL_DETECTORS = (
+    "off_trajectory",
+    "stillness",
+    "direction",
+    "appearance",
+    "phase_skip",
+    "progress_stall",
+    "progress_backwards",
+)
 METHODS: dict[str, dict[str, Any]] = {
     "new_fused": {"monitor": "hmm", "method": "fused"},
     "new_bonferroni": {"monitor": "hmm", "method": "bonferroni"},
     "old_detectors": {"monitor": "hmm", "method": "bonferroni", "detectors": OLD_DETECTORS},
+    "all_detectors": {"monitor": "hmm", "method": "fused", "detectors": ALL_DETECTORS},
     "nearest_neighbour": {"monitor": "nn", "method": "fused", "phase_source": "alignment"},
 }
 TARGETS = {
@@ -278,6 +288,7 @@ def run_method(
     }
     summary["detector_states"] = {k: v["state"] for k, v in cal["detector_states"].items()}
     summary["thresholds"] = {k: v["threshold"] for k, v in cal["detector_states"].items()}
+    summary["calibration_maxima"] = cal["episode_maxima"]
     summary["records"] = records
     return summary
 

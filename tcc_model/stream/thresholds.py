@@ -3,9 +3,10 @@
 Two methods, both split-conformal (a new normal episode raises any alarm with probability
 <= the asked false-alarm rate when the calibration episodes are exchangeable with it):
 
-* ``fused``: every statistic is divided by its normal scale (the median of its per-episode maxima,
-  floored), the episode's fused score is the largest ratio, and ONE conformal quantile ``T`` of
-  the fused scores at the rate gives each detector the threshold ``T x scale``;
+* ``fused``: every statistic is divided by its normal scale (the 75th percentile of its
+  per-episode maxima, floored), the episode's fused score is the largest ratio, and ONE
+  conformal quantile ``T`` of the fused scores at the rate gives each detector the threshold
+  ``T x scale``;
 * ``bonferroni``: each detector's own conformal quantile at rate / number of detectors.
 
 Before that, calibration episodes whose fused score is far outside the others (above the upper
@@ -67,10 +68,19 @@ def conformal_upper(
     return float(values[-1] * margin), "max_times_margin"
 
 
+#: Quantile of each detector's per-episode maxima that the fused score divides by: above the
+#: median, so that detectors with long and short tails reach the fused threshold more alike (with
+#: the median, one long-tailed detector set T and pushed the others' thresholds to their
+#: ceilings). Scales come from the other half of the episodes (:func:`_cross_fused`).
+SCALE_QUANTILE = 0.75
+
+
 def normal_scales(maxima: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """Per detector: median of the per-episode maxima, floored (``[K]``)."""
+    """Per detector: the :data:`SCALE_QUANTILE` of the per-episode maxima, floored (``[K]``)."""
     floors = np.array([max(THRESHOLD_FLOORS.get(n, 0.0), 1e-9) for n in names])
-    return np.maximum(np.median(maxima, axis=0), floors) if len(maxima) else floors
+    if not len(maxima):
+        return floors
+    return np.maximum(np.quantile(maxima, SCALE_QUANTILE, axis=0), floors)
 
 
 def outlier_episodes(maxima: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -83,6 +93,23 @@ def outlier_episodes(maxima: np.ndarray, names: Sequence[str]) -> np.ndarray:
     far = np.flatnonzero(fused > q3 + 3.0 * max(q3 - q1, 1e-9))
     worst = far[np.argsort(-fused[far])]
     return np.sort(worst[: int(_MAX_EXCLUDED_SHARE * n) or 1])
+
+
+def _cross_fused(maxima: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Fused score of each episode with scales from the other half of the episodes.
+
+    An episode never sets the scale that divides its own statistics (which would pull its score
+    towards 1 and make the conformal bound too low).
+    """
+    n = len(maxima)
+    if n < 4:
+        return np.max(maxima / normal_scales(maxima, names), axis=1)
+    fused = np.zeros(n)
+    halves = (np.arange(0, n, 2), np.arange(1, n, 2))
+    for fit_on, score_on in (halves, halves[::-1]):
+        scales = normal_scales(maxima[fit_on], names)
+        fused[score_on] = np.max(maxima[score_on] / scales, axis=1)
+    return fused
 
 
 def _too_few(n: int, alpha: float, rate: float, method: str) -> ConfigError:
@@ -126,7 +153,7 @@ def thresholds_from_maxima(
     floors = np.array([THRESHOLD_FLOORS.get(name, 0.0) for name in names])
     if method == "fused":
         scales = normal_scales(kept, names)
-        bound, _ = conformal_upper(np.max(kept / scales, axis=1), alpha, margin)
+        bound, _ = conformal_upper(_cross_fused(kept, names), alpha, margin)
         values = np.maximum(bound * scales, floors)
     else:
         values = np.array(
