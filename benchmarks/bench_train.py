@@ -181,48 +181,86 @@ class Variant:
         return float(counter.get_total_flops())
 
 
+def measure_all(configs: list[TrainingConfig], steps: int, warmup: int) -> list[dict[str, Any]]:
+    """Best-of-``steps`` phase times, clips/s and FLOPs of each config.
+
+    The variants run interleaved (one step of each in turn), so that load from other processes
+    hits all of them alike; the fastest step of each counts (load only adds time).
+    """
+    variants = [Variant(config) for config in configs]
+    for variant in variants:  # compile, then one recompile for the varying distinct count
+        for _ in range(max(warmup, 3) if variant.config.train.compile else warmup):
+            variant.step()
+    samples: list[list[dict[str, float]]] = [[] for _ in variants]
+    for _ in range(steps):
+        for variant, out in zip(variants, samples):
+            cpu = time.process_time()
+            times = variant.step()
+            times["cpu"] = time.process_time() - cpu
+            out.append(times)
+    results = []
+    for config, runs in zip(configs, samples):
+        best = min(runs, key=lambda s: sum(s[p] for p in PHASES))
+        step_s = sum(best[p] for p in PHASES)
+        flops = _eager_flops(config)
+        results.append(
+            {
+                "step_ms": 1000 * step_s,
+                "clips_per_s": config.train.batch_size / step_s,
+                "clips_per_cpu_s": config.train.batch_size
+                / statistics.median(r["cpu"] for r in runs),
+                "gflop_per_step": flops / 1e9,
+                "gflops": flops / step_s / 1e9,
+                "phases_ms": {p: 1000 * best[p] for p in PHASES},
+            }
+        )
+    return results
+
+
 def measure(config: TrainingConfig, steps: int, warmup: int) -> dict[str, Any]:
-    """Median phase times, clips/s and FLOPs of ``config``."""
-    variant = Variant(config)
-    if config.train.compile:  # compilation, then one recompile for the varying distinct count
-        warmup = max(warmup, 3)
-    for _ in range(warmup):
-        variant.step()
-    samples = [variant.step() for _ in range(steps)]
-    phases = {p: statistics.median(s[p] for s in samples) for p in PHASES}
-    step_s = statistics.median(sum(s.values()) for s in samples)
-    flops = _eager_flops(config) if config.train.compile else variant.flops()
-    return {
-        "step_ms": 1000 * step_s,
-        "clips_per_s": config.train.batch_size / step_s,
-        "gflop_per_step": flops / 1e9,
-        "gflops": flops / step_s / 1e9,
-        "phases_ms": {p: 1000 * v for p, v in phases.items()},
-    }
+    """:func:`measure_all` of one config."""
+    return measure_all([config], steps, warmup)[0]
 
 
 def _eager_flops(config: TrainingConfig) -> float:
+    """FLOPs of one eager step, counted on 2 videos and scaled to the batch (the convolutions
+    are linear in the batch; the TCC loss, quadratic, is a negligible share)."""
     data = config.to_dict()
     data["train"]["compile"] = False
-    return Variant(TrainingConfig.from_dict(data)).flops()
+    data["train"]["batch_size"] = 2
+    return Variant(TrainingConfig.from_dict(data)).flops() * config.train.batch_size / 2
 
 
 def run_threads(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     """Peaks and every lever at ``threads`` intra-op threads."""
     torch.set_num_threads(threads)
-    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
-    rows = []
+    emulated = amp_dtype_for(torch.device("cpu"), True) is None  # slow: a smaller matrix
+    peaks = {
+        "fp32": gemm_peak(torch.float32),
+        "bf16": gemm_peak(torch.bfloat16, size=512 if emulated else 1024),
+    }
+    rows: list[dict[str, Any]] = []
+    configs, names = [], []
     data = layer_config("folder:bench", args.config, None, args.set).to_dict()
     for name, overrides in LEVERS:
+        if name not in args.levers:
+            continue
         data = apply_overrides(TrainingConfig, data, overrides)
         config = TrainingConfig.from_dict(data)
-        if config.train.amp and peaks["bf16"] < peaks["fp32"]:
-            rows.append({"variant": name, "skipped": "no native bf16: its GEMM peak is below fp32"})
+        if config.train.amp and amp_dtype_for(torch.device("cpu"), True) is None:
+            rows.append({"variant": name, "skipped": "no native bf16 on this CPU"})
             data = apply_overrides(TrainingConfig, data, ["train.amp=false"])
             continue
-        result = measure(config, args.steps, args.warmup)
+        configs.append(config)
+        names.append(name)
+    for name, result in zip(names, measure_all(configs, args.steps, args.warmup)):
         rows.append({"variant": name, **result})
-        print(_row(name, result, rows[0], peaks), flush=True)
+    measured = [r for r in rows if "clips_per_s" in r]
+    for row in rows:
+        if "clips_per_s" in row:
+            print(_row(row["variant"], row, measured[0], peaks), flush=True)
+        else:
+            print(f"| {row['variant']} | skipped: {row['skipped']} |", flush=True)
     return {"threads": threads, "peaks_gflops": peaks, "rows": rows, "final": data}
 
 
@@ -230,6 +268,7 @@ def _row(name: str, r: dict[str, Any], base: dict[str, Any], peaks: dict[str, fl
     ph = r["phases_ms"]
     return (
         f"| {name} | {r['clips_per_s']:.2f} | {r['clips_per_s'] / base['clips_per_s']:.2f}x | "
+        f"{r['clips_per_cpu_s']:.2f} | "
         f"{r['gflop_per_step']:.1f} | {r['gflops']:.1f} | {r['gflops'] / peaks['fp32']:.0%} | "
         f"{r['gflops'] / peaks['bf16']:.0%} | " + " / ".join(f"{ph[p]:.0f}" for p in PHASES) + " |"
     )
@@ -251,6 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(REPO / "config/train/sim_pouring.yaml"))
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument(
+        "--levers",
+        nargs="+",
+        default=[name for name, _ in LEVERS],
+        choices=[name for name, _ in LEVERS],
+        metavar="LEVER",
+        help="rows to measure, in order (default: all): " + ", ".join(n for n, _ in LEVERS),
+    )
     p.add_argument("--processes", type=int, default=2, help="also N 1-thread processes (0: no)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=2)
@@ -271,10 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     for threads in args.threads:
         print(f"\n## {threads} thread(s)")
         print(
-            "| variant | clips/s | vs old | GFLOP/step | GFLOP/s | of fp32 peak | of bf16 peak | "
+            "| variant | clips/s | vs old | clips/CPU-s | GFLOP/step | GFLOP/s | of fp32 peak "
+            "| of bf16 peak | "
             "ms: " + " / ".join(PHASES) + " |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         result = run_threads(args, threads)
         peaks = result["peaks_gflops"]
         print(f"GEMM peaks: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
