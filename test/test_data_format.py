@@ -547,6 +547,7 @@ def test_convert_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad.tfrecord"
     bad.write_bytes(b"not a tfrecord at all")
     assert (
-        tfrecord_main(["--input", str(bad), "--out", str(tmp_path / "o"), "--split", "train"]) == 1
-    )
-    assert "error: " in capsys.readouterr().err
+        tfrecord_main(["--input", str(bad), "--out", str(tmp_path / "o"), "--split", "train"]) == 2
+    )  # a user error: the exit status of the shared CLI convention
+    err = capsys.readouterr().err
+    assert "error: " in err and "bad.tfrecord" in err
