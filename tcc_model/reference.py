@@ -1,16 +1,18 @@
 """Reference trajectories in a bundle: embed nominal demonstrations, calibrate anomaly thresholds.
 
 ``python -m tcc_model.reference --bundle B --dataset NAME_OR_DIR [--split train] [--max-videos N]
-[--classifier-videos M] [--calib-split val] [--false-alarm-rate 0.01]``
+[--classifier-videos M] [--calib-dataset D] [--calib-split val] [--calib-episodes K]
+[--false-alarm-rate 0.01] [--calibration-method fused|bonferroni] [--rest-phases P ...]``
 
 Embeds up to N normal (non-anomalous, phase-labelled) episodes of ``--split`` with the bundle's
 engine as references, fits the monitor's linear phase classifier on them and the split's other
 labelled normal videos (up to M in all; :func:`tcc_model.stream.fit_phase_classifier`),
-calibrates the monitor's thresholds on the normal episodes of ``--calib-split`` (see
-:func:`tcc_model.stream.calibrate`) and writes ``references.npz`` + ``references.json`` into the
-bundle. The bundle id used is recorded in ``references.json``; the two files are listed (with
-their sha256) in the manifest through :func:`tcc_model.bundle.register_files` unless
-``--no-register``.
+calibrates the monitor's detectors on the normal episodes of ``--calib-dataset`` /
+``--calib-split`` (anomalous ones are left out and counted; too few episodes for the rate stop
+with the number needed; see :func:`tcc_model.stream.calibrate`) and writes ``references.npz`` +
+``references.json`` into the bundle. The bundle id used is recorded in ``references.json``; the
+two files are listed (with their sha256) in the manifest through
+:func:`tcc_model.bundle.register_files` unless ``--no-register``.
 """
 
 from __future__ import annotations
