@@ -61,7 +61,7 @@ class ModelConfig:
     # width of the light encoder (its channels: w/2, w, 2w, 2w, 4w)
     light_width: int = 32
     # light encoder's first stages: 'conv' (two 3x3 stride-2 convs) or 'patchify' (one 4x4
-    # stride-4 conv, ConvNeXt's stem: about 2x faster training on a CPU)
+    # stride-4 conv, ConvNeXt's stem: 1.85x faster training steps in benchmarks/bench_train.py)
     stem: Literal["conv", "patchify"] = "conv"
     # free-form notes carried along (not used by the code)
     extra: dict[str, Any] = field(default_factory=dict)
