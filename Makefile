@@ -62,10 +62,12 @@ msgs:
 	$(PY) -c 'from tcc_ros.msg import MonitorInfo, TaskPhase, Anomaly; from tcc_ros.srv import ReloadBundle; print("messages ok")'
 
 # Python >= 3.10 (Humble): vermin fails on APIs newer than that (e.g. datetime.UTC, tomllib).
+# mypy: static types of tcc_model and tcc_ros (settings in pyproject.toml).
 lint: env
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/vermin -q -t=3.10- --violations --no-tips tcc_model tcc_ros launch benchmarks
+	$(VENV)/bin/mypy
 
 test: lint
 	$(VENV)/bin/python -m pytest -q
