@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tcc_model.cli import EXIT_USER_ERROR
 from tcc_model.errors import ConfigError
 from tcc_ros.camera_source import ANOMALY_KINDS
 from tcc_ros.launch_wiring import (
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
             monitor_rc = procs["monitor"].poll()
             if monitor_rc is not None:
                 problem = exit_problem("monitor", monitor_rc)
-                if problem:
+                if problem and monitor_rc != EXIT_USER_ERROR:  # a user error printed its own line
                     print(f"error: {problem}", file=sys.stderr)
                     status = monitor_rc if monitor_rc > 0 else 1
                 break
