@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tcc_model.monitor_metrics import EpisodeScore, score_episode
+from tcc_model.stream.profiles import thumbnails
 from tcc_ros.bag_io import iter_episode_slices, read_bag, resolve_episode_mode
 
 
@@ -28,6 +29,7 @@ class BagEpisode:
     ground_truth: list[Any] | None  # GroundTruth messages per frame, when every frame has one
     recorded: dict[str, list[Any | None]] = field(default_factory=dict)  # /tcc/* per frame
     split: str = "per-bag"  # how the bag was cut (the mode ``auto`` resolved to)
+    pixels: np.ndarray | None = None  # [N, 768] thumbnails for the image detectors (live: same)
 
 
 def load_episodes(
@@ -57,6 +59,7 @@ def load_episodes(
             stamps = np.array([im.stamp_ns for im in images], dtype=np.int64)
             t0 = time.perf_counter()
             embeddings = np.asarray(engine.embed_frames(frames), dtype=np.float32)
+            pixels = thumbnails(frames, engine.preprocess.image_size)
             counters["embed_s"] += time.perf_counter() - t0
             counters["frames"] += len(images)
             truth = [contents.ground_truth.get(int(s)) for s in stamps]
@@ -72,6 +75,7 @@ def load_episodes(
                     ground_truth=truth if all(t is not None for t in truth) else None,
                     recorded=recorded,
                     split=split,
+                    pixels=pixels,
                 )
             )
     return episodes, counters
@@ -92,7 +96,8 @@ def replay_monitor(episode: BagEpisode, references: Any, config: Any) -> dict[st
     from tcc_model.stream import ProgressMonitor
 
     monitor = ProgressMonitor(references, config=config)
-    results = [monitor.process_embedding(e) for e in episode.embeddings]
+    pixels = episode.pixels if episode.pixels is not None else [None] * len(episode.embeddings)
+    results = [monitor.process_embedding(e, None, p) for e, p in zip(episode.embeddings, pixels)]
     return {
         "progress": np.array([r.progress if r.valid else np.nan for r in results]),
         "phase": np.array([r.phase_id for r in results], dtype=np.int64),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -52,6 +53,7 @@ class PixelEngine:
 
     bundle_id = "test"
     backend = "numpy"
+    preprocess = SimpleNamespace(image_size=16)  # frames the monitor's image detectors see
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         f = frames.astype(np.float32)
@@ -112,6 +114,12 @@ def test_tau_from_bag_equals_tau_in_memory(tmp_path: Path) -> None:
     tau_mem = kendalls_tau([engine.embed_frames(f) for f, _ in episodes.values()], stride=1)
     assert tau_bag == pytest.approx(tau_mem, abs=1e-12)
     assert tau_mem > 0.9
+    # the image detectors get the thumbnails the live node would compute from the same frames
+    from tcc_model.stream import thumbnails
+
+    for ep, (frames, _) in zip(loaded, episodes.values()):
+        assert ep.pixels is not None
+        np.testing.assert_array_equal(ep.pixels, thumbnails(frames, 16))
 
 
 def test_missing_topic_names_the_topic(tmp_path: Path) -> None:
