@@ -185,7 +185,11 @@ def _train(config: Any, out_dir: Path, resume_from: Path | None, resume: bool) -
 
     rank, world_size, local_rank = _distributed_env()
     device = pick_device(config.train.device)
-    if world_size > 1:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # clip shapes are fixed: pick the fastest kernels
+    # a torchrun launch is distributed even with one process (same code path as on N GPUs)
+    distributed = world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    if distributed:
         import torch.distributed as dist
 
         if device.type == "cuda":
@@ -207,7 +211,7 @@ def _train(config: Any, out_dir: Path, resume_from: Path | None, resume: bool) -
             write_text_atomic(out_dir / "config.yaml", text)
         return trainer.train()
     finally:
-        if world_size > 1:
+        if distributed:
             import torch.distributed as dist
 
             dist.destroy_process_group()

@@ -102,7 +102,7 @@ class Trainer:
         if t.compile:
             compile_embedder(self.model)
         self.wrapped: nn.Module = self.module
-        if world_size > 1:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
             from torch.nn.parallel import DistributedDataParallel
 
             self.wrapped = DistributedDataParallel(
