@@ -206,6 +206,9 @@ def test_cli_writes_run_and_refuses_to_overwrite(toy, tmp_path, capsys):
     args = ["--dataset", f"folder:{toy}", "--out", str(out), "--steps", "2", *CLI_SMALL]
     assert main(args) == 0
     assert (out / "config.yaml").is_file()
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote:")]
+    assert len(wrote) == 1 and "loss curve" in wrote[0]
+    assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["config"]["model"]["image_size"] == SIZE
     capsys.readouterr()

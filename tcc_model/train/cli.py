@@ -226,13 +226,20 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     if metrics:
         print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     out = out_dir_of(args)
-    print_written(
-        {
-            "config": out / "config.yaml",
-            "checkpoints": out / "checkpoints",
-            "tensorboard": out / "tb",
-        }
-    )
+    written = {
+        "config": out / "config.yaml",
+        "checkpoints": out / "checkpoints",
+        "tensorboard": out / "tb",
+    }
+    if (out / "tb").is_dir():
+        from tcc_model.visualize.metrics import curves_from_tensorboard, plot_loss_curve
+
+        train_curves, val_curves = curves_from_tensorboard(out / "tb")
+        if train_curves:
+            written["loss curve"] = plot_loss_curve(
+                train_curves, out / "loss_curve.png", val_curves, title=out.name
+            )
+    print_written(written)
     return 0
 
 
