@@ -17,7 +17,7 @@ setup(
     entry_points={
         "console_scripts": [
             "tcc-train=tcc_model.train:main",
-            "tcc-evaluate=tcc_model.evaluate:main",
+            "tcc-evaluate=tcc_model.evaluate:cli",
             "tcc-export=tcc_model.export.cli:main",
             "tcc-monitor=tcc_ros.monitor:cli",
         ]

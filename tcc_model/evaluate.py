@@ -488,7 +488,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry (``tcc-evaluate``): :func:`main` under the one error convention."""
     from tcc_model.cli import entry_point
 
     entry_point(main)
+
+
+if __name__ == "__main__":
+    cli()

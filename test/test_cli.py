@@ -136,3 +136,39 @@ def test_cli_module_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _console_scripts() -> list[tuple[str, str]]:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    return re.findall(r'"([\w-]+)=([\w.]+:\w+)"', text)
+
+
+@pytest.mark.parametrize(("name", "target"), _console_scripts())
+def test_console_scripts_print_one_error_line_for_a_missing_checkpoint(
+    name: str, target: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """An installed command behaves as ``python -m``: exit 2 and one ``error:`` line."""
+    import importlib
+
+    module, func = target.split(":")
+    missing = tmp_path / "missing"
+    argv = {
+        "tcc-train": ["--dataset", f"folder:{missing}", "--out", str(tmp_path / "run")],
+        "tcc-evaluate": [
+            "--checkpoint",
+            str(missing / "last.pt"),
+            "--dataset",
+            f"folder:{missing}",
+        ],
+        "tcc-export": ["--checkpoint", str(missing / "last.pt"), "--out", str(tmp_path / "b")],
+        "tcc-monitor": ["--bundle", str(missing), "--params", str(missing / "p.yaml")],
+    }[name]
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    entry = getattr(importlib.import_module(module), func)
+    with pytest.raises(SystemExit) as info:
+        sys.exit(entry())
+    assert info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "missing" in errors[0]
