@@ -163,7 +163,7 @@ def train_and_evaluate(run: Run, args: argparse.Namespace, dataset_root: Path) -
     train_seconds = time.time() - started
     cmd = [sys.executable, "-m", "tcc_model.evaluate", "--checkpoint", str(run.checkpoint)]
     cmd += ["--dataset", f"folder:{dataset_root}", "--out", str(run.metrics_path.parent)]
-    cmd += ["--stride", str(args.stride), "--no-video", "--quiet"]
+    cmd += ["--stride", str(args.stride), "--no-video", "--quiet", "--overwrite"]  # no metrics yet
     if args.device:
         cmd += ["--device", args.device]
     _run(cmd, run.out / "eval.log", args.dry_run)
