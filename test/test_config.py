@@ -124,6 +124,7 @@ MISSING = "folder:/nonexistent/dataset"
         ("algo.temperature=-1", "algo.temperature=-1.0: expected > 0"),
         ("model.encoder=resnet18", "model.encoder=resnet18: expected one of"),
         ("train.lrr=1", "unknown key lrr"),
+        ("data.augment=maybe", "data.augment=maybe: expected true or false or one of 'none'"),
     ],
 )
 def test_training_cli_rejects_bad_values_before_loading_data(item, expected, tmp_path, capsys):
@@ -174,3 +175,12 @@ def test_every_shipped_config_loads():
     for path in sorted(Path(train_config.SOURCE_CONFIG_DIR).glob("*.yaml")):
         config = train_config.layer_config("folder:x", path)
         assert config.train.steps > 0, path
+
+
+def test_camera_augmentation_reaches_the_training_clips():
+    from tcc_model.data.augment import AugmentConfig, resolve_augment
+    from tcc_model.train.config import DataConfig
+
+    data = tc.from_mapping(DataConfig, tc.apply_overrides(DataConfig, {}, ["augment=camera"]))
+    assert isinstance(resolve_augment(data.augment), AugmentConfig)
+    assert resolve_augment(DataConfig().augment) == "reference"  # the default is unchanged

@@ -38,8 +38,10 @@ class DataConfig:
     sampling: Literal["offset_uniform", "stride"] = "offset_uniform"
     # frame step of the 'stride' sampler
     sample_stride: int = 16
-    # video-consistent flip / brightness / contrast augmentation
-    augment: bool = True
+    # clip-consistent augmentation: true/"reference" (flip, brightness, contrast), "camera"
+    # (exposure, white balance, hue, gamma, noise, blur, small warp: tcc_model.data.augment),
+    # false/"none"
+    augment: bool | Literal["none", "reference", "camera"] = True
     # DataLoader worker processes (0: decode in the training process)
     num_workers: int = 0
     # dataset split to train on
