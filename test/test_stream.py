@@ -119,6 +119,11 @@ def test_time_warped_copies_progress_tracks_the_warp(path, calibrated):
         # Causal phase accuracy against the phase of the true progress.
         phase = np.array([r.phase_id for r in results])
         assert np.mean(phase == phase_of(s)) > 0.9
+        # every phase's probability is reported; it agrees with the phase shown away from changes
+        probs = np.array([r.phase_probabilities for r in results])
+        assert probs.shape == (len(results), len(calibrated.phase_names))
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert np.mean(probs.argmax(axis=1) == phase) > 0.9
         assert all(0.0 <= r.phase_progress <= 1.0 for r in results)
         assert all(r.progress_std >= 0 for r in results)
 

@@ -208,6 +208,7 @@ class FrameResult:
     phase_id: int = -1
     phase_name: str = ""
     phase_confidence: float = float("nan")
+    phase_probabilities: tuple[float, ...] = ()  # [K] per phase, before hysteresis; () if invalid
     phase_progress: float = float("nan")
     distance: float = float("nan")
     anomaly_score: float = float("nan")

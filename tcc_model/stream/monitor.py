@@ -178,6 +178,7 @@ class MonitorBase:
             phase_id=phase_id,
             phase_name=self.references.phase_names[phase_id] if phase_id >= 0 else "",
             phase_confidence=confidence,
+            phase_probabilities=tuple(float(p) for p in phase_probs),
             phase_progress=phase_progress,
             anomaly_score=score,
             anomaly=bool(kind),
