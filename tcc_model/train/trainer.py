@@ -281,7 +281,15 @@ class Trainer:
     # -- validation --------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean val loss over ``val_batches`` fixed batches and Kendall's tau of val embeddings."""
+        """Mean val loss over ``val_batches`` fixed batches and Kendall's tau of val embeddings.
+
+        Runs eagerly under ``--compile``: eval mode and whole-video batches would otherwise be
+        compiled again (minutes) for a few validation batches.
+        """
+        with torch.compiler.set_stance("force_eager"):
+            return self._validate()
+
+    def _validate(self) -> dict[str, float]:
         from tcc_model.embed import embed_frames
         from tcc_model.evaluation import kendalls_tau
 
