@@ -95,28 +95,48 @@ def default_params_file() -> Path:
 def read_node_parameters(params_file: str | os.PathLike) -> dict[str, Any]:
     """``ros__parameters`` of the progress_monitor entry of a ROS 2 parameter file.
 
-    Raises :class:`~tcc_model.errors.ConfigError` naming the file when it is missing, not YAML
-    or has no such entry.
+    Raises :class:`~tcc_model.errors.ConfigError` naming the file when it is missing,
+    unreadable, not YAML or has no such entry, and naming the key, the value and the expected
+    type when a key is not a parameter of the node or its value does not fit (the checks the
+    node makes at start, so both ways to start refuse the same file before any node runs).
     """
     path = Path(params_file)
+    shown = safe_text(path)
     if not path.is_file():
-        raise ConfigError(f"params file {safe_text(path)}: no such file")
+        raise ConfigError(f"params file {shown}: no such file")
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"params file {safe_text(path)}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"params file {shown}: not valid YAML ({safe_text(exc, 300)})") from exc
+    except OSError as exc:
+        raise ConfigError(f"params file {shown}: cannot be read ({exc.strerror or exc})") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"params file {safe_text(path)}: expected a mapping of node names")
+        raise ConfigError(f"params file {shown}: expected a mapping of node names")
     for key, section in data.items():
         name = str(key).rstrip("/").split("/")[-1]
         if name in (NODE_KEY, "**") and isinstance(section, dict):
             params = section.get("ros__parameters")
             if isinstance(params, dict):
+                problems = parameter_problems(flatten(params))
+                if problems:
+                    raise ConfigError(f"params file {shown}: " + "; ".join(problems))
                 return params
     raise ConfigError(
-        f"params file {safe_text(path)}: no '/**/progress_monitor: ros__parameters:' section; "
+        f"params file {shown}: no '/**/progress_monitor: ros__parameters:' section; "
         "start from config/progress_monitor.yaml"
     )
+
+
+def parameter_problems(values: Mapping[str, Any]) -> list[str]:
+    """What is wrong with flat parameter ``values``: unknown keys, wrong types, out of range."""
+    from tcc_ros.monitor_node.parameters import all_parameters, check_value, unknown_keys
+
+    specs = all_parameters()
+    problems = unknown_keys(values, specs)
+    for spec in specs:
+        if spec.name in values:
+            problems += [p for p in [check_value(spec, values[spec.name])] if p]
+    return problems
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

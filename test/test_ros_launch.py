@@ -181,3 +181,60 @@ def test_camera_compressed_flag_takes_a_launch_value() -> None:
     assert camera_args([*base, "--compressed", "True"]).compressed is True
     with pytest.raises(SystemExit):
         camera_args([*base, "--compressed", "maybe"])
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"monitor": {"window": "big"}}, "monitor.window: got 'big' (string), expected an integer"),
+        ({"compressed": "yes"}, "compressed: got 'yes' (string), expected a bool"),
+        ({"diagnostics_period": 2}, "diagnostics_period: got 2 (integer), expected a double"),
+        ({"qos": {"depth": 0}}, "qos.depth: got 0, expected a value in [1, 1000]"),
+        ({"publish_overlayy": True}, "unknown parameter publish_overlayy"),
+        ({"output_namespace": "/tcc"}, "output_namespace was removed"),
+    ],
+)
+def test_params_file_values_are_checked_naming_file_key_value_and_type(
+    tmp_path: Path, keys, expected
+) -> None:
+    params = _params_file(tmp_path, **keys)
+    with pytest.raises(ConfigError) as info:
+        read_node_parameters(params)
+    assert str(info.value).startswith(f"params file {params}: ")
+    assert expected in str(info.value)
+    with pytest.raises(ConfigError, match="params file"):  # the launch file's path too
+        plan({"params_file": str(params)})
+
+
+def test_unreadable_params_file_is_a_config_error(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ConfigError, match="binary.yaml: not valid YAML"):
+        read_node_parameters(binary)
+    with pytest.raises(ConfigError, match="no such file"):
+        read_node_parameters(tmp_path)  # a folder
+
+
+def test_python_launcher_refuses_a_bad_params_file_before_starting_a_node(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import subprocess
+
+    from tcc_ros import monitor
+
+    params = _params_file(tmp_path, monitor={"stall_seconds": "long"})
+    started: list = []
+    monkeypatch.setattr(monitor.subprocess, "Popen", lambda *a, **k: started.append(a))
+    with pytest.raises(ConfigError, match="monitor.stall_seconds: got 'long'"):
+        monitor.run(parse_args(["--params", str(params), "--bundle", "B"]))
+    assert started == []
+    monkeypatch.undo()  # Popen is subprocess's own: the command line below needs it
+    proc = subprocess.run(
+        [sys.executable, "-m", "tcc_ros.monitor", "--params", str(params), "--bundle", "B"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: params file") and "expected a double" in lines[0]
