@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tcc_model.data import registry
 from tcc_model.data.format import DatasetError, EpisodeLabels, write_episode, write_manifest
 from tcc_model.data.registry import load_dataset_split, resolve_dataset
 
@@ -145,14 +146,27 @@ def test_sim_dataset_generated_once_and_cached(
 ) -> None:
     calls = _fake_simulator(monkeypatch)
     root = resolve_dataset("sim_pouring", sim_episodes=3, sim_size=32, progress=False)
-    assert root == tmp_path / "cache" / "sim_pouring-station-3-32-0"
+    version = registry.SIM_GENERATOR_VERSION
+    assert root == tmp_path / "cache" / f"sim_pouring-g{version}-station-3-32-0"
     assert calls[0]["episodes"] == 3 and calls[0]["size"] == 32
     assert calls[0]["variation"] == "station"
     assert calls[0]["out_dir"] != root  # generated elsewhere, renamed when complete
     again = load_dataset_split("sim_pouring", "train", sim_episodes=3, sim_size=32)
     assert len(calls) == 1 and len(again) == 2
     other = resolve_dataset("sim_pouring", cache_dir=tmp_path / "c2", sim_episodes=4)
-    assert other.name == "sim_pouring-station-4-112-0" and len(calls) == 2
+    assert other.name == f"sim_pouring-g{version}-station-4-112-0" and len(calls) == 2
+
+
+def test_sim_cache_of_another_generator_version_is_not_reused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls = _fake_simulator(monkeypatch)
+    first = resolve_dataset("sim_pouring", sim_episodes=3, sim_size=32, progress=False)
+    monkeypatch.setattr(registry, "SIM_GENERATOR_VERSION", registry.SIM_GENERATOR_VERSION + 1)
+    second = resolve_dataset("sim_pouring", sim_episodes=3, sim_size=32, progress=False)
+    assert len(calls) == 2  # the newer simulator renders its own data
+    assert second != first and first.is_dir() and second.is_dir()
+    assert f"-g{registry.SIM_GENERATOR_VERSION}-" in second.name
 
 
 def test_interrupted_sim_generation_leaves_no_cache(

@@ -2,7 +2,9 @@
 
 * ``sim_pouring``: the MuJoCo pouring simulator; generated on first use into a cache folder
   (``cache_dir``, else ``$TCC_CACHE_DIR``, else ``~/.cache/tcc_ros``) named
-  ``sim_pouring-<episodes>-<size>-<seed>``, then reused.
+  ``sim_pouring-g<generator version>-station-<episodes>-<size>-<seed>``, then reused. The
+  generator version (:data:`SIM_GENERATOR_VERSION`) is part of the name: data cached by an older
+  simulator is never reused, since the same seed renders other episodes after a change.
 * ``pouring``, ``penn_action`` (or ``penn_action/<action>``): real datasets converted to the dataset
   format under ``data_root`` (else ``$TCC_DATA_ROOT``) ``/<name>``.
 * ``folder:PATH``: a user folder, either in the dataset format or holding plain videos / frame
@@ -39,6 +41,12 @@ DEFAULT_SIM_SIZE = 112
 # the fully randomised variant is generated with ``python -m tcc_model.data.sim_pouring
 # --variation full`` and used as ``folder:PATH``.
 SIM_VARIATION = "station"
+#: Version of the simulated data: bump it whenever a change to the simulator (tcc_model/sim,
+#: tcc_model/data/sim_pouring.py) changes the episodes a seed renders. The same seed reproduces a
+#: dataset only with the same generator version (and MuJoCo version, recorded in the manifest).
+#: 1: fixed literal ranges, 60-120-frame clamp; 2: sampling ranges as configuration
+#: (tcc_model/sim/ranges.py), station recorded, episode length follows the simulated speed.
+SIM_GENERATOR_VERSION = 2
 DEFAULT_FRAME_FOLDER_FPS = 30.0
 
 _REAL_DATASET_HELP = {
@@ -75,8 +83,8 @@ def _has_labelled_splits(path: Path) -> bool:
 
 
 def sim_cache_name(episodes: int, size: int, seed: int, anomaly_rate: float | None = None) -> str:
-    """Cache folder name of a generated simulator dataset."""
-    name = f"{SIM_DATASET}-{SIM_VARIATION}-{episodes}-{size}-{seed}"
+    """Cache folder name of a generated simulator dataset (includes the generator version)."""
+    name = f"{SIM_DATASET}-g{SIM_GENERATOR_VERSION}-{SIM_VARIATION}-{episodes}-{size}-{seed}"
     return name if anomaly_rate is None else f"{name}-a{anomaly_rate:g}"
 
 
