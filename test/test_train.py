@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import socket
@@ -211,6 +212,13 @@ def test_cli_writes_run_and_refuses_to_overwrite(toy, tmp_path, capsys):
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["config"]["model"]["image_size"] == SIZE
+    # The run records the command that made it, the commit and the threads (for model cards).
+    (launch,) = json.loads((out / "provenance.json").read_text())["launches"]
+    assert launch["command"].startswith("python -m tcc_model.train --dataset folder:")
+    assert (
+        "--steps 2" in launch["command"] and launch["threads"] == ckpt["config"]["train"]["threads"]
+    )
+    assert launch["commit"] is None or len(launch["commit"]) == 40
     capsys.readouterr()
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err

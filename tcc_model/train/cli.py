@@ -173,10 +173,17 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if stored is not None:
         _check_resume(stored, config.to_dict(), last, _distributed_env()[0])
         config.model.backbone_weights = None  # the checkpoint holds the weights
-    return _train(config, out_dir, last if stored is not None else None, args.resume)
+    argv = getattr(args, "argv", None)
+    return _train(config, out_dir, last if stored is not None else None, args.resume, argv)
 
 
-def _train(config: Any, out_dir: Path, resume_from: Path | None, resume: bool) -> dict[str, float]:
+def _train(
+    config: Any,
+    out_dir: Path,
+    resume_from: Path | None,
+    resume: bool,
+    argv: Sequence[str] | None = None,
+) -> dict[str, float]:
     import torch
     import yaml
 
@@ -209,6 +216,10 @@ def _train(config: Any, out_dir: Path, resume_from: Path | None, resume: bool) -
             out_dir.mkdir(parents=True, exist_ok=True)
             text = yaml.safe_dump(trainer.config, sort_keys=False)
             write_text_atomic(out_dir / "config.yaml", text)
+            if argv is not None:
+                from tcc_model.train.provenance import record_launch
+
+                record_launch(out_dir, argv, torch.get_num_threads())
         return trainer.train()
     finally:
         if distributed:
@@ -220,6 +231,7 @@ def _train(config: Any, out_dir: Path, resume_from: Path | None, resume: bool) -
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """The command; user errors raise (see :func:`tcc_model.cli.run_main`)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     metrics = run(args)
     if _distributed_env()[0] != 0:
         return 0
@@ -228,6 +240,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     out = out_dir_of(args)
     written = {
         "config": out / "config.yaml",
+        "provenance": out / "provenance.json",
         "checkpoints": out / "checkpoints",
         "tensorboard": out / "tb",
     }
