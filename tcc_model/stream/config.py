@@ -117,6 +117,26 @@ CALIBRATED_SETTINGS = (
 )
 """MonitorConfig fields :func:`monitor_config` takes from the bundle's calibration."""
 ANOMALY_KINDS = tuple(dict.fromkeys(d.kind for d in DETECTORS.values()))
+RUNTIME_SETTINGS = (
+    *CALIBRATED_THRESHOLDS,
+    "detectors",
+    "rest_phases",
+    "temperature",
+    "phase_margin",
+    "evidence_decay",
+    "window_back",
+    "end_progress",
+    "stall_min_advance",
+    "still_ratio",
+    "skip_hold_frames",
+    "off_trajectory_m",
+    "off_trajectory_n",
+    "appearance_m",
+    "appearance_n",
+    "direction_frames",
+)
+"""MonitorConfig fields a running monitor can change (``MonitorBase.update_settings``); the
+others (window, transition, start, fps, phase_source, lags) size its state: build a new monitor."""
 
 # Anomaly scores are each detector's statistic divided by its calibrated threshold (the largest
 # ratio wins), so one fixed threshold applies to every kind.

@@ -65,6 +65,16 @@ class AnomalyTracker:
         self.onset_frame = -1
         self.statistics: dict[str, float] = dict.fromkeys(DETECTORS, 0.0)
 
+    def reconfigure(
+        self, thresholds: Thresholds, config: MonitorConfig, off_reasons: Mapping[str, str]
+    ) -> None:
+        """New thresholds and settings from the next frame on; the episode's state is kept."""
+        self.thresholds, self.config, self._off = thresholds, config, dict(off_reasons)
+        self.rest = {i for i, n in enumerate(self.phase_names) if n in set(config.rest_phases)}
+        self.distances = deque(self.distances, maxlen=config.off_trajectory_n)
+        self.appearance = deque(self.appearance, maxlen=config.appearance_n)
+        self.backward = deque(self.backward, maxlen=config.direction_frames)
+
     @property
     def states(self) -> dict[str, str]:
         """Per enabled detector: ``on``, ``off: why`` or ``inactive: why`` (for diagnostics)."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tcc_model.errors import ConfigError
 from tcc_model.stream.config import EmbeddingEngine, MonitorConfig
 from tcc_model.stream.monitor import MonitorBase, _pick, default_temperature
 from tcc_model.stream.references import ReferenceSet, _within_phase_progress
@@ -84,6 +85,15 @@ class ProgressMonitor(MonitorBase):
             self._transition[self._arange, self._arange + o_index] = self._kernel[o_index]
         self._spread = np.zeros((num, 3 * cfg.window + span - 1))
         self._reset_alignment()
+
+    def _settings_changed(self, config: MonitorConfig) -> None:
+        tau = _pick(config.temperature, self.references.calibration.get("temperature"), None)
+        if not math.isfinite(tau):
+            tau = default_temperature(self.references)
+        if tau <= 0:
+            raise ConfigError(f"monitor setting update: temperature must be > 0, got {tau}")
+        self.temperature = tau
+        self._inv_two_tau2 = 0.5 / tau**2
 
     def _reset_alignment(self) -> None:
         num = self.references.num_references

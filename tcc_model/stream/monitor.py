@@ -12,14 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from tcc_model.errors import ConfigError
 from tcc_model.preprocess import resize_frames
 from tcc_model.stream.config import (
     DEFAULT_DETECTORS,
     DETECTORS,
+    RUNTIME_SETTINGS,
     EmbeddingEngine,
     FrameResult,
     MonitorConfig,
     Thresholds,
+    config_with,
 )
 from tcc_model.stream.detectors import AnomalyTracker
 from tcc_model.stream.features import FrameFeatureCache
@@ -98,6 +101,35 @@ class MonitorBase:
         if self.feature_cache is not None:
             self.feature_cache.reset()
         self._reset_alignment()
+
+    def update_settings(self, **overrides: object) -> MonitorConfig:
+        """Change runtime-safe settings (:data:`RUNTIME_SETTINGS`); they apply from the next frame.
+
+        Accepts the detector thresholds (``None``: back to the calibrated value, ``inf``: that
+        detector off), ``detectors``, ``rest_phases``, ``temperature``, ``phase_margin``,
+        ``evidence_decay``, ``window_back``, ``end_progress``, ``stall_min_advance``,
+        ``still_ratio``, ``skip_hold_frames``, the m-of-n window sizes and ``direction_frames``;
+        strings are converted as in :func:`monitor_config`. The episode's state is kept. An
+        unknown key, a setting that needs a new monitor, or a bad value raises
+        :class:`ConfigError` and changes nothing. Returns the new config.
+        """
+        fixed = sorted(k for k in overrides if k in MonitorConfig.__dataclass_fields__)
+        fixed = [k for k in fixed if k not in RUNTIME_SETTINGS]
+        if fixed:
+            raise ConfigError(
+                f"monitor setting update: {', '.join(fixed)} cannot change while running "
+                f"(build a new monitor); runtime settings: {', '.join(RUNTIME_SETTINGS)}"
+            )
+        config = config_with(self.config, overrides, "monitor setting update")
+        thresholds, off = _resolve_thresholds(config, self.references.calibration)
+        self._settings_changed(config)  # may raise ConfigError before anything changed
+        self.config, self.thresholds = config, thresholds
+        self._phase.margin = config.phase_margin
+        self._anomaly.reconfigure(thresholds, config, off)
+        return config
+
+    def _settings_changed(self, config: MonitorConfig) -> None:
+        """Hook: a monitor's own derived state for ``config`` (raise ConfigError to refuse)."""
 
     @property
     def statistics(self) -> dict[str, float]:
