@@ -17,11 +17,13 @@ generated sets use the station and the defaults of ``python -m tcc_model.data.si
 ``run`` embeds every normal episode with each bundle's engine (every video decoded once).
 Offline protocols (as ``python -m tcc_model.evaluate``): Kendall's tau, phase classification
 with 10% of the training videos and phase progression R², the probes fitted on
-``--train-dataset``'s train split. Stream
-columns: the monitor with references and phase classifier from the train split and calibration
-on the normal ``--calib-split`` episodes, replayed on every episode (bench_stream's
-``replay``). Each shifted row gives the value and the paired difference to the control with
-its bootstrap standard error (:mod:`tcc_model.robustness`).
+``--train-dataset``'s train split. Stream columns: the monitor replayed on every episode
+(bench_stream's ``replay``); with ``--monitor bundle`` (the default for a bundle with
+references) it is the robot's monitor, the bundle's references, phase classifier and calibrated
+thresholds; with ``--monitor fit`` references come from the train split and thresholds from the
+normal ``--calib-split`` episodes. Each shifted row gives the value and the paired difference to
+the control with its bootstrap standard error (:mod:`tcc_model.robustness`); the calibration
+check counts the false alarms per shifted set (``robustness_report``).
 """
 
 from __future__ import annotations
@@ -39,16 +41,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-CONTROL = "control"
-SET_ORDER = ("objects", "lighting", "motion", "distractors", "liquid", "camera", "all")
-COLUMNS = (
-    ("tau", "Kendall's τ", "{:.3f}", 1.0),
-    ("cls10", "phase cls @10%", "{:.1f}%", 100.0),
-    ("r2", "progression R²", "{:.3f}", 1.0),
-    ("progress_mae", "stream progress MAE", "{:.3f}", 1.0),
-    ("phase_acc", "stream phase", "{:.1f}%", 100.0),
-    ("false_alarms", "false alarms / 100 normal", "{:.1f}", 1.0),
+from robustness_report import (  # noqa: E402
+    CONTROL,
+    calibration_check,
+    calibration_line,
+    calibration_summary,
+    markdown,
 )
+
+SET_ORDER = ("objects", "lighting", "motion", "distractors", "liquid", "camera", "all")
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,6 +137,36 @@ def _references(engine: Any, train: Sequence[Any], embedded: Sequence[Any], coun
     return references
 
 
+def _bundle_monitor(bundle: Path, engine: Any) -> tuple[Any, dict[str, Any]]:
+    """The monitor the robot runs: the bundle's references, phase classifier and calibration."""
+    from tcc_model.stream import ProgressMonitor, ReferenceSet, monitor_config
+    from tcc_model.stream.references import reference_metadata
+
+    references = ReferenceSet.load(bundle, engine.bundle_id)
+    calibration = dict(reference_metadata(bundle).get("calibration") or {})
+    calibration.setdefault("num_episodes", len(calibration.get("episodes", [])))
+    return ProgressMonitor(references, monitor_config(bundle)), calibration
+
+
+def _monitor_mode(args: argparse.Namespace) -> str:
+    """``--monitor``: ``auto`` is ``bundle`` when every bundle has references, else ``fit``."""
+    from tcc_model.errors import BundleError
+    from tcc_model.stream.references import REFERENCES_JSON
+
+    has = [(b / REFERENCES_JSON).is_file() for b in args.bundle]
+    if args.no_stream:
+        return "none"
+    if args.monitor == "auto":
+        return "bundle" if all(has) else "fit"
+    if args.monitor == "bundle" and not all(has):
+        missing = [str(b) for b, h in zip(args.bundle, has) if not h]
+        raise BundleError(
+            f"--monitor bundle: {', '.join(missing)} has no {REFERENCES_JSON}; build the "
+            "references with `python -m tcc_model.reference` or use --monitor fit"
+        )
+    return str(args.monitor)
+
+
 def _set_names(sets: Path) -> list[str]:
     names = [n for n in (CONTROL, *SET_ORDER) if (sets / n / "manifest.json").is_file()]
     if CONTROL not in names:
@@ -151,7 +182,9 @@ def _set_names(sets: Path) -> list[str]:
 class _Model:
     """One bundle's probes, monitor and per-set statistics."""
 
-    def __init__(self, args: argparse.Namespace, engine: Any, train: list, embedded: list) -> None:
+    def __init__(
+        self, args: argparse.Namespace, bundle: Path, engine: Any, train: list, embedded: list
+    ) -> None:
         from tcc_model import robustness as rb
 
         self.engine, self.train, self.stats = engine, embedded[0], {}
@@ -163,12 +196,14 @@ class _Model:
         )
         self.calibration: dict[str, Any] = {}
         self.monitor = None
-        if not args.no_stream:
+        if args.monitor == "bundle":
+            self.monitor, self.calibration = _bundle_monitor(bundle, engine)
+        elif args.monitor == "fit":
             from tcc_model.reference import calibrate_references
-            from tcc_model.stream import MonitorConfig, ProgressMonitor
+            from tcc_model.stream import ProgressMonitor, monitor_config
 
             references = _references(engine, train, embedded[0], args.references)
-            config = MonitorConfig()
+            config = monitor_config(None)
             self.calibration = calibrate_references(
                 references, embedded[1], args.false_alarm_rate, config, strict=False
             )
@@ -211,14 +246,21 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         load_bundle(check_bundle(b), backend=args.backend, threads=args.threads)
         for b in args.bundle
     ]
+    args.monitor = _monitor_mode(args)
     names = _set_names(args.sets)
-    with stage(f"embed {args.train_dataset} train and {args.calib_split}"):
-        train = normal_episodes(load_episodes(args.train_dataset, "train"))
+    calib = f" and {args.calib_split}" if args.monitor == "fit" else ""
+    with stage(f"embed {args.train_dataset} train{calib}"):
+        train = normal_episodes(load_episodes(args.train_dataset, "train"), args.train_videos)
         train_emb = _embed(engines, train)
-        calib_emb = _embed(
-            engines, normal_episodes(load_episodes(args.train_dataset, args.calib_split))
+        calib_emb = (
+            _embed(engines, normal_episodes(load_episodes(args.train_dataset, args.calib_split)))
+            if args.monitor == "fit"
+            else [[] for _ in engines]
         )
-    models = [_Model(args, e, train, (t, c)) for e, t, c in zip(engines, train_emb, calib_emb)]
+    models = [
+        _Model(args, b, e, train, (t, c))
+        for b, e, t, c in zip(args.bundle, engines, train_emb, calib_emb)
+    ]
     episodes: dict[str, int] = {}
     attempts: dict[str, list] = {}
     for name in names:
@@ -241,40 +283,14 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             "episodes": episodes,
             "unpaired_episodes": unpaired,
             "train_videos": len(train),
-            "calibration": {
-                "episodes": model.calibration.get("num_episodes"),
-                "false_alarm_rate": args.false_alarm_rate,
-                "phase_source": model.calibration.get("phase_source"),
-                "episodes_needed": model.calibration.get("episodes_needed"),
-            },
+            "monitor": args.monitor,
+            "calibration": calibration_summary(model.calibration, args),
             "resamples": args.resamples,
             "rows": model.rows(args),
+            "calibration_check": calibration_check(model.stats) if model.monitor else None,
         }
         for bundle, model in zip(args.bundle, models)
     ]
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The table: control values, then each shift's value and paired difference ± SE."""
-    cols = [c for c in COLUMNS if c[0] in report["rows"][CONTROL]]
-    lines = [
-        "| test episodes | " + " | ".join(c[1] for c in cols) + " |",
-        "|---|" + "---|" * len(cols),
-    ]
-    for name, row in report["rows"].items():
-        cells = []
-        for key, _, fmt, scale in cols:
-            cell = row[key]
-            text = fmt.format(scale * cell["value"])
-            if "diff" in cell:
-                sign = "+" if cell["diff"] >= 0 else "−"
-                diff = fmt.format(scale * abs(cell["diff"])).rstrip("%")
-                se = fmt.format(scale * cell["se"]).rstrip("%")
-                text += f" ({sign}{diff} ± {se})"
-            cells.append(text)
-        label = f"{name} ({report['episodes'][name]})"
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -289,6 +305,9 @@ def run(args: argparse.Namespace) -> int:
         report["seconds"] = round(time.perf_counter() - start, 1)
         print(f"\n### Robustness: {report['bundle']} on {args.sets}\n")
         print(markdown(report))
+    for report in reports:
+        if report["calibration_check"]:
+            print(calibration_line(report))
     print(
         "Shifted rows: value (paired difference to the control ± bootstrap SE over "
         f"{args.resamples} resamples of the episodes). Episodes simulated from another attempt "
@@ -329,6 +348,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     r.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     r.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     r.add_argument("--no-stream", action="store_true", help="offline protocols only")
+    r.add_argument(
+        "--monitor",
+        choices=("auto", "bundle", "fit"),
+        default="auto",
+        help="bundle: the bundle's references and calibration (as on the robot); fit: references "
+        "from --train-dataset train, calibrated on --calib-split; auto: bundle where present",
+    )
+    r.add_argument(
+        "--train-videos", type=int, default=None, help="at most this many training videos"
+    )
     r.add_argument("--backend", default="auto")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--out", type=Path, default=None, help="JSON report")

@@ -101,3 +101,83 @@ def test_bench_table_shows_values_and_signed_paired_differences() -> None:
     table = module.markdown(report)
     assert "| control (16) | 0.900 | 85.0% |" in table
     assert "| lighting (16) | 0.800 (−0.100 ± 0.020) | 87.0% (+2.0 ± 1.0) |" in table
+
+
+def _bench_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_robustness.py"
+    spec = importlib.util.spec_from_file_location("bench_robustness", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_robustness", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _with_alarms(names: list[str], alarms: list[bool]) -> rb.SetStats:
+    n = len(names)
+    stats = rb.SetStats(names, np.zeros((n, n)), np.zeros(n), np.ones(n), np.zeros((n, 1, 4)))
+    records = [{"frames": 1, "abs_err": 0.0, "phase_hits": 1.0, "false_alarm": a} for a in alarms]
+    rb.add_stream_records(stats, records)
+    return stats
+
+
+def test_calibration_check_counts_alarms_per_set_and_bounds_the_pooled_rate() -> None:
+    from scipy.stats import beta
+
+    report = _bench_module().calibration_check
+    names = [f"ep{i}" for i in range(16)]
+    stats = {
+        "control": _with_alarms(names, [False] * 16),
+        "lighting": _with_alarms(names, [True] + [False] * 15),
+        "motion": _with_alarms(names, [False] * 16),
+        "all": _with_alarms(names, [True] * 4 + [False] * 12),  # not a single factor
+    }
+    check = report(stats)
+    assert check["factors"] == ["lighting", "motion", "all"]
+    assert check["per_set"]["lighting"] == {"false_alarms": 1, "episodes": 16}
+    assert check["per_set"]["all"]["false_alarms"] == 4
+    pooled = check["single_factor_pooled"]
+    assert (pooled["false_alarms"], pooled["episodes"]) == (1, 32)
+    assert pooled["per_100"] == pytest.approx(100 / 32)
+    assert pooled["upper_95_per_100"] == pytest.approx(100 * beta.ppf(0.95, 2, 31))
+    # no alarm in n episodes: the bound is 1 - 0.05^(1/n), still far above 2 per 100 for n = 32
+    quiet = report({k: _with_alarms(names, [False] * 16) for k in ("control", "motion", "camera")})
+    bound = quiet["single_factor_pooled"]["upper_95_per_100"]
+    assert bound == pytest.approx(100 * (1 - 0.05 ** (1 / 32)))
+    assert bound > 2
+
+
+def test_monitor_from_the_bundle_uses_its_references_and_calibration(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from test_stream_config import saved_references
+
+    from tcc_model.errors import BundleError, ReferencesError
+    from tcc_model.stream import monitor_config
+
+    bench = _bench_module()
+    calibration = {"distance_threshold": 7.5, "false_alarm_rate": 0.01, "episodes": ["v/a"] * 5}
+    calibration["detector_states"] = {
+        "off_trajectory": {"state": "on"},
+        "stillness": {"state": "off"},
+    }
+    saved_references(tmp_path / "bundle", calibration)
+    engine = SimpleNamespace(bundle_id="bundle-x")
+    monitor, cal = bench._bundle_monitor(tmp_path / "bundle", engine)
+    assert monitor.config == monitor_config(tmp_path / "bundle")
+    assert monitor.config.distance_threshold == 7.5
+    assert [r for r in monitor.references.reference_ids] == ["a", "b"]
+    args = SimpleNamespace(
+        monitor="bundle", train_dataset="t", calib_split="v", false_alarm_rate=0.2
+    )
+    summary = bench.calibration_summary(cal, args)
+    assert summary["episodes"] == 5 and summary["false_alarm_rate"] == 0.01
+    assert summary["detectors_on"] == ["off_trajectory"] and "bundle" in summary["source"]
+    with pytest.raises(ReferencesError):
+        bench._bundle_monitor(tmp_path / "bundle", SimpleNamespace(bundle_id="other"))
+    (tmp_path / "plain").mkdir()
+    both = SimpleNamespace(bundle=[tmp_path / "bundle", tmp_path / "plain"], no_stream=False)
+    assert bench._monitor_mode(SimpleNamespace(**vars(both), monitor="auto")) == "fit"
+    with pytest.raises(BundleError, match=r"plain has no references.json.*--monitor fit"):
+        bench._monitor_mode(SimpleNamespace(**vars(both), monitor="bundle"))
+    one = SimpleNamespace(bundle=[tmp_path / "bundle"], no_stream=False, monitor="auto")
+    assert bench._monitor_mode(one) == "bundle"

@@ -1,0 +1,101 @@
+"""The robustness benchmark's table and calibration check (``bench_robustness.py run``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+CONTROL = "control"
+COLUMNS = (
+    ("tau", "Kendall's τ", "{:.3f}", 1.0),
+    ("cls10", "phase cls @10%", "{:.1f}%", 100.0),
+    ("r2", "progression R²", "{:.3f}", 1.0),
+    ("progress_mae", "stream progress MAE", "{:.3f}", 1.0),
+    ("phase_acc", "stream phase", "{:.1f}%", 100.0),
+    ("false_alarms", "false alarms / 100 normal", "{:.1f}", 1.0),
+)
+
+
+def calibration_summary(cal: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """What the monitor's thresholds were calibrated on (the stream columns depend on it)."""
+    if args.monitor == "none":
+        return {}
+    states = cal.get("detector_states") or {}
+    return {
+        "source": (
+            "the bundle's references.json"
+            if args.monitor == "bundle"
+            else f"fitted on {args.train_dataset} {args.calib_split}"
+        ),
+        "episodes": cal.get("num_episodes"),
+        "false_alarm_rate": cal.get("false_alarm_rate", args.false_alarm_rate),
+        "episodes_needed": cal.get("episodes_needed"),
+        "phase_source": cal.get("phase_source"),
+        "detectors_on": sorted(k for k, v in states.items() if v.get("state") == "on"),
+    }
+
+
+def calibration_check(stats: dict[str, Any], level: float = 0.95) -> dict[str, Any]:
+    """False alarms of the calibrated monitor on each shifted set's normal episodes.
+
+    ``single_factor_pooled``: the single-factor sets together, with the one-sided
+    Clopper-Pearson upper bound (``level``) of the rate per 100 episodes (16 episodes alone
+    cannot show 2 per 100).
+    """
+    from scipy.stats import beta
+
+    per_set = {
+        name: {"false_alarms": int(st.stream["alarms"].sum()), "episodes": len(st)}
+        for name, st in stats.items()
+        if st.stream
+    }
+    single = [v for k, v in per_set.items() if k not in (CONTROL, "all")]
+    k = sum(v["false_alarms"] for v in single)
+    n = sum(v["episodes"] for v in single)
+    upper = float(beta.ppf(level, k + 1, n - k)) if n and k < n else 1.0
+    return {
+        "factors": [name for name in per_set if name != CONTROL],
+        "per_set": per_set,
+        "single_factor_pooled": {
+            "false_alarms": k,
+            "episodes": n,
+            "per_100": 100.0 * k / n if n else float("nan"),
+            f"upper_{round(level * 100)}_per_100": 100.0 * upper,
+        },
+    }
+
+
+def calibration_line(report: dict[str, Any]) -> str:
+    """One line: the calibration and its false alarms on every shifted set."""
+    check, cal = report["calibration_check"], report["calibration"]
+    pooled = check["single_factor_pooled"]
+    return (
+        f"{report['bundle']}: calibration ({cal['source']}, {cal['episodes']} normal episodes, "
+        f"rate {cal['false_alarm_rate']}) checked against "
+        + ", ".join(f"{k} {v['false_alarms']}/{v['episodes']}" for k, v in check["per_set"].items())
+        + f" false alarms; single factors pooled: {pooled['per_100']:.1f} per 100 "
+        f"(95% upper bound {pooled['upper_95_per_100']:.1f})"
+    )
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table: control values, then each shift's value and paired difference ± SE."""
+    cols = [c for c in COLUMNS if c[0] in report["rows"][CONTROL]]
+    lines = [
+        "| test episodes | " + " | ".join(c[1] for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for name, row in report["rows"].items():
+        cells = []
+        for key, _, fmt, scale in cols:
+            cell = row[key]
+            text = fmt.format(scale * cell["value"])
+            if "diff" in cell:
+                sign = "+" if cell["diff"] >= 0 else "−"
+                diff = fmt.format(scale * abs(cell["diff"])).rstrip("%")
+                se = fmt.format(scale * cell["se"]).rstrip("%")
+                text += f" ({sign}{diff} ± {se})"
+            cells.append(text)
+        label = f"{name} ({report['episodes'][name]})"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
