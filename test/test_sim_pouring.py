@@ -14,7 +14,6 @@ os.environ.setdefault("LP_NUM_THREADS", "1")
 
 pytest.importorskip("mujoco")
 
-from tcc_model.data import sim_pouring  # noqa: E402
 from tcc_model.data.format import (  # noqa: E402
     ANOMALY_TYPES,
     SPLITS,
@@ -22,6 +21,7 @@ from tcc_model.data.format import (  # noqa: E402
     load_split,
     read_manifest,
 )
+from tcc_model.data.sim_pouring import dataset as sim_dataset  # noqa: E402
 from tcc_model.data.sim_pouring import (  # noqa: E402
     generate_dataset,
     main,
@@ -197,7 +197,7 @@ def _die_on_first_call(plan, root: Path, settings):
     if not marker.exists():
         marker.write_text("")
         os._exit(1)
-    return sim_pouring._generate_one(plan, root, settings)
+    return sim_dataset._generate_one(plan, root, settings)
 
 
 def _always_die(plan, root: Path, settings):
@@ -208,11 +208,11 @@ def _always_die(plan, root: Path, settings):
 def test_a_dead_rendering_process_is_restarted_and_output_unchanged(tmp_path, monkeypatch, capsys):
     kwargs = dict(size=SIZE, seed=3, fps=12.0, progress=False, workers=1, **SHORT)
     reference = generate_dataset(tmp_path / "ref", 2, **kwargs)
-    monkeypatch.setattr(sim_pouring, "_generate_one", _die_on_first_call)
+    monkeypatch.setattr(sim_dataset, "_generate_one", _die_on_first_call)
     crashed = generate_dataset(tmp_path / "crashed", 2, **kwargs)
     assert _digests(crashed) == _digests(reference)
     assert "restarting the pool" in capsys.readouterr().err
-    monkeypatch.setattr(sim_pouring, "_generate_one", _always_die)
+    monkeypatch.setattr(sim_dataset, "_generate_one", _always_die)
     with pytest.raises(RuntimeError, match="crashed 4 times"):
         generate_dataset(tmp_path / "never", 1, **kwargs)
     assert not (tmp_path / "never").exists()
