@@ -135,9 +135,13 @@ def _warp(x: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
     c, s = math.cos(p["rotation"]) / p["scale"], math.sin(p["rotation"]) / p["scale"]
     # theta maps output to input coordinates (-1..1): content moves by +shift of the side
     dx, dy = -2 * p["shift"][0], -2 * p["shift"][1]
-    theta = torch.tensor([[c, -s, dx], [s, c, dy]], dtype=x.dtype)
-    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    theta = torch.tensor([[[c, -s, dx], [s, c, dy]]], dtype=x.dtype)
+    n, channels, h, w = x.shape
+    # one grid for the whole clip: frames and channels go through grid_sample as channels
+    grid = F.affine_grid(theta, [1, n * channels, h, w], align_corners=False)
+    flat = x.reshape(1, n * channels, h, w)
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.view(n, channels, h, w)
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -164,22 +168,41 @@ def _colour_matrix(p: dict[str, Any]) -> torch.Tensor:
     return torch.linalg.inv(to_yiq) @ chroma @ to_yiq @ balance
 
 
+def _tone(frames: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``[N, H, W, 3]`` frames → gamma-curved float32 ``[N, 3, H, W]`` in 0..1 (a LUT for uint8)."""
+    if frames.dtype == torch.uint8:
+        lut = (torch.arange(256, dtype=torch.float32) / 255.0).pow_(gamma)
+        x = lut[frames.to(torch.long)]
+    else:
+        x = (frames.to(torch.float32) / 255.0).clamp_(0.0, 1.0).pow_(gamma)
+    return x.permute(0, 3, 1, 2)
+
+
 def apply_params(frames: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
-    """Apply one clip's parameters to ``[N, H, W, 3]`` frames (uint8 or 0..255 float) → float32."""
-    x = frames.to(torch.float32).permute(0, 3, 1, 2) / 255.0  # [N, 3, H, W], 0..1
+    """Apply one clip's parameters to ``[N, H, W, 3]`` frames (uint8 or 0..255 float) → float32.
+
+    Order: tone curve (gamma), flip and warp, blur, then one affine colour map per frame (white
+    balance, hue, saturation, exposure gain and contrast around the frame's mean grey folded into
+    a 3x3 matrix and an offset), sensor noise, clipping to 0..255.
+    """
+    x = _tone(frames, p["gamma"])  # [N, 3, H, W], 0..1
     if p["flip"]:
         x = x.flip(3)
     x = _warp(x, p)
     if p["blur"] > 0:
         x = _blur(x, p["blur"])
-    x = torch.einsum("ij,njhw->nihw", _colour_matrix(p), x) * p["gain"]
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x - mean) * p["contrast"] + mean).clamp(0.0, 1.0) ** p["gamma"]
-    x = x * 255.0
+    matrix = _colour_matrix(p) * p["gain"]
+    contrast = p["contrast"]
+    # contrast around the mean grey of the colour-mapped frame, which is linear in the input:
+    # y = c * M x + (1 - c) * mean(M x), mean(M x) = mean over channels of M @ mean_rgb(x)
+    grey = (x.mean(dim=(2, 3)) @ matrix.T).mean(dim=1)  # [N]
+    offset = ((1.0 - contrast) * 255.0) * grey
+    y = torch.einsum("ij,njhw->nihw", matrix * (contrast * 255.0), x)
+    y += offset.view(-1, 1, 1, 1)
     if p["noise_std"] > 0:
         generator = torch.Generator().manual_seed(p["noise_seed"])
-        x = x + torch.randn(x.shape, generator=generator) * p["noise_std"]
-    return x.clamp_(0.0, 255.0).permute(0, 2, 3, 1).contiguous()
+        y += torch.randn(y.shape, generator=generator).mul_(p["noise_std"])
+    return y.clamp_(0.0, 255.0).permute(0, 2, 3, 1).contiguous()
 
 
 def augment_camera(

@@ -203,11 +203,14 @@ class VideoClipDataset(Dataset):
         rng = self.rng_for(index)
         steps = self.sampler.sample(seq_len, rng)
         gather = context_indices(steps, self.context_frames, self.context_stride).reshape(-1)
-        clip = torch.from_numpy(np.ascontiguousarray(frames[gather]))
-        if self.augment == "reference":
-            clip = augment_clip(clip, rng)
-        elif self.augment is not None:
-            clip = augment_camera(clip, rng, self.augment)
+        if self.augment is None or self.augment == "reference":
+            clip = torch.from_numpy(np.ascontiguousarray(frames[gather]))
+            if self.augment == "reference":
+                clip = augment_clip(clip, rng)
+        else:  # augment each distinct frame once (context frames and positives repeat frames)
+            distinct, inverse = np.unique(gather, return_inverse=True)
+            unique_frames = torch.from_numpy(np.ascontiguousarray(frames[distinct]))
+            clip = augment_camera(unique_frames, rng, self.augment)[torch.from_numpy(inverse)]
         return {
             "frames": clip,
             "steps": torch.from_numpy(steps),
