@@ -47,6 +47,8 @@ from robustness_report import (  # noqa: E402
     calibration_line,
     calibration_summary,
     markdown,
+    markdown_versus,
+    versus,
 )
 
 SET_ORDER = ("objects", "lighting", "motion", "distractors", "liquid", "camera", "all")
@@ -275,7 +277,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         for name, tries in attempts.items()
         if name != CONTROL
     }
-    return [
+    reports = [
         {
             "bundle": str(bundle),
             "train_dataset": args.train_dataset,
@@ -291,6 +293,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         }
         for bundle, model in zip(args.bundle, models)
     ]
+    for report, model in zip(reports[1:], models[1:]):  # the same episodes: paired across models
+        report["versus_first"] = versus(models[0].stats, model.stats, args.resamples, args.seed)
+    return reports
 
 
 def run(args: argparse.Namespace) -> int:
@@ -305,6 +310,9 @@ def run(args: argparse.Namespace) -> int:
         report["seconds"] = round(time.perf_counter() - start, 1)
         print(f"\n### Robustness: {report['bundle']} on {args.sets}\n")
         print(markdown(report))
+    for report in reports[1:]:
+        print(f"\n### {report['bundle']} minus {reports[0]['bundle']} (same episodes)\n")
+        print(markdown_versus(report["versus_first"], report["episodes"]))
     for report in reports:
         if report["calibration_check"]:
             print(calibration_line(report))

@@ -99,3 +99,37 @@ def markdown(report: dict[str, Any]) -> str:
         label = f"{name} ({report['episodes'][name]})"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def versus(
+    first: dict[str, Any], other: dict[str, Any], resamples: int, seed: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per set and metric: ``other`` minus ``first`` on the same episodes, with the paired SE."""
+    from tcc_model import robustness as rb
+
+    return {
+        name: {
+            key: {"diff": d["diff"], "se": d["se"]}
+            for key, d in rb.paired_differences(first[name], other[name], resamples, seed).items()
+        }
+        for name in first
+        if name in other
+    }
+
+
+def markdown_versus(rows: dict[str, dict[str, dict[str, float]]], episodes: dict) -> str:
+    """The table of :func:`versus`: signed difference ± SE per set and metric."""
+    cols = [c for c in COLUMNS if c[0] in next(iter(rows.values()))]
+    lines = [
+        "| test episodes | " + " | ".join(c[1] for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for name, row in rows.items():
+        cells = []
+        for key, _, fmt, scale in cols:
+            sign = "+" if row[key]["diff"] >= 0 else "−"
+            diff = fmt.format(scale * abs(row[key]["diff"])).rstrip("%")
+            se = fmt.format(scale * row[key]["se"]).rstrip("%")
+            cells.append(f"{sign}{diff} ± {se}")
+        lines.append(f"| {name} ({episodes[name]}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -181,3 +181,17 @@ def test_monitor_from_the_bundle_uses_its_references_and_calibration(tmp_path: P
         bench._monitor_mode(SimpleNamespace(**vars(both), monitor="bundle"))
     one = SimpleNamespace(bundle=[tmp_path / "bundle"], no_stream=False, monitor="auto")
     assert bench._monitor_mode(one) == "bundle"
+
+
+def test_models_compared_on_the_same_episodes(probes_and_sets) -> None:
+    _, control, shifted = probes_and_sets
+    bench = _bench_module()
+    rows = bench.versus({"control": control, "lighting": control}, {"control": shifted}, 100, 0)
+    assert list(rows) == ["control"]  # only the sets both models were measured on
+    expected = rb.paired_differences(control, shifted, 100, 0)
+    for key in ("tau", "cls10", "r2"):
+        assert rows["control"][key]["diff"] == pytest.approx(expected[key]["diff"])
+        assert rows["control"][key]["diff"] < 0 < rows["control"][key]["se"]
+    table = bench.markdown_versus(rows, {"control": 8})
+    tau = rows["control"]["tau"]
+    assert f"| control (8) | −{abs(tau['diff']):.3f} ± {tau['se']:.3f} |" in table
