@@ -78,13 +78,21 @@ def _auroc(normal: Sequence[float], anomalous: Sequence[float]) -> float:
     return float(np.mean((a > n) + 0.5 * (a == n)))
 
 
-def replay(monitor: Any, episodes: Sequence[Any]) -> list[dict[str, Any]]:
-    """Per-episode outcome of the monitor on ``episodes`` (EmbeddedEpisode)."""
+def replay(
+    monitor: Any, episodes: Sequence[Any], timelines: list[Any] | None = None
+) -> list[dict[str, Any]]:
+    """Per-episode outcome of the monitor on ``episodes`` (EmbeddedEpisode).
+
+    ``timelines``: a list to append each episode's
+    :func:`~tcc_model.visualize.timeline.timeline_from_results` to.
+    """
     from tcc_model.monitor_metrics import alarm_outcome
 
     out = []
     for ep in episodes:
         results = monitor.run(ep.embeddings, ep.stamps, ep.pixels)
+        if timelines is not None:
+            timelines.append(_timeline(monitor, ep, results))
         flags = np.array([r.anomaly for r in results])
         delay, false_alarm = alarm_outcome(flags, ep.onset if ep.anomaly else None)
         fired = [r.detector for r in results if r.anomaly]
@@ -105,6 +113,24 @@ def replay(monitor: Any, episodes: Sequence[Any]) -> list[dict[str, Any]]:
             record["frames"] = len(results)
         out.append(record)
     return out
+
+
+def _timeline(monitor: Any, ep: Any, results: list[Any]) -> Any:
+    from tcc_model.visualize.timeline import timeline_from_results
+
+    mask = None
+    if ep.anomaly is not None and ep.onset >= 0:
+        mask = np.arange(len(results)) >= ep.onset
+    label = ep.anomaly or "normal"
+    return timeline_from_results(
+        f"{ep.name} ({label})",
+        results,
+        list(monitor.references.phase_names),
+        true_progress=np.asarray(ep.progress, dtype=float),
+        true_phase=np.asarray(ep.phase_ids),
+        anomaly_mask=mask,
+        fps=float(getattr(ep, "fps", monitor.fps)),
+    )
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -183,68 +209,15 @@ def cost_per_frame(monitor_cls: type, config: Any, dim: int, seed: int = 0) -> d
 
 
 # --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
-def synthetic_data(args: argparse.Namespace) -> tuple[Any, list, list, str]:
-    from stream_synthetic import PHASE_NAMES, SyntheticTask
-
-    from tcc_model.stream import ReferenceSet
-
-    task = SyntheticTask(dim=args.dim, seed=args.seed, noise=args.noise)
-    refs = [task.episode(name=f"ref{i:02d}") for i in range(args.references)]
-    references = ReferenceSet.from_episodes(
-        [r.embeddings for r in refs],
-        [r.phase_ids for r in refs],
-        PHASE_NAMES,
-        [task.key_events(r) for r in refs],
-        "synthetic",
-        [r.name for r in refs],
-        task.fps,
-    )
-    calib = [task.episode(name=f"calib{i}") for i in range(args.calib_episodes)]
-    tests = [task.episode(name=f"normal{i}") for i in range(args.normal_episodes)]
-    for kind in ("stall", "reversed", "drop", "skip"):
-        tests += [task.episode(kind, f"{kind}{i}") for i in range(args.anomaly_episodes)]
-    source = f"synthetic task (D={args.dim}, noise {args.noise}, seed {args.seed})"
-    return references, calib, tests, source
-
-
-def bundle_data(args: argparse.Namespace) -> tuple[Any, list, list, str]:
-    """References, calibration and test episodes embedded with the bundle's engine."""
-    from tcc_model.engine import load_bundle
-    from tcc_model.reference import (
-        build_references,
-        embed_episode,
-        load_episodes,
-        normal_episodes,
-        split_references,
-    )
-
-    engine = load_bundle(args.bundle, backend=args.backend, threads=args.threads)
-    labelled = normal_episodes(load_episodes(args.dataset, args.ref_split))
-    ref_eps, extra = split_references(labelled, args.references, args.classifier_videos)
-    references = build_references(engine, ref_eps, classifier_episodes=extra)
-    calib_dataset = args.calib_dataset or args.dataset
-    calib_eps = normal_episodes(load_episodes(calib_dataset, args.calib_split), args.calib_episodes)
-    calib = [embed_episode(engine, e) for e in calib_eps]
-    test_dataset = args.test_dataset or args.dataset
-    test_eps = load_episodes(test_dataset, args.split)
-    normals = [e for e in test_eps if e.labels.anomaly is None][: args.normal_episodes]
-    tests = [embed_episode(engine, e) for e in normals + [e for e in test_eps if e.labels.anomaly]]
-    source = (
-        f"bundle {args.bundle}: {len(ref_eps)} references from {args.dataset}/{args.ref_split} "
-        f"(phase classifier on {len(ref_eps) + len(extra)} videos of that split); calibration on "
-        f"{len(calib)} normal episodes of {calib_dataset}/{args.calib_split}; evaluation on "
-        f"{test_dataset}/{args.split}"
-    )
-    return references, calib, tests, source
-
-
-# --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
 def run_method(
-    name: str, references: Any, calib: list, tests: list, args: argparse.Namespace
+    name: str,
+    references: Any,
+    calib: list,
+    tests: list,
+    args: argparse.Namespace,
+    timelines: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Calibrate one method on its own replay of ``calib`` and score it on ``tests``."""
     from tcc_model.reference import calibrate_references
@@ -269,7 +242,7 @@ def run_method(
         strict=name == "new_fused",  # the bundle's monitor; the others say when they fall back
         monitor_class=cls,
     )
-    records = replay(cls(refs, config), tests)
+    records = replay(cls(refs, config), tests, timelines)
     summary = summarize(records)
     summary["seconds"] = time.perf_counter() - start
     summary["ms_per_frame"] = cost_per_frame(cls, config, references.dim)
@@ -364,7 +337,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--noise", type=float, default=0.06, help="embedding noise (synthetic)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the JSON report (episodes too)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out report")
+    p.add_argument(
+        "--timeline",
+        type=Path,
+        default=None,
+        help="per-episode timeline of the first method (default with --out: OUT.timeline.png)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=REPO / ".cache" / "bench_stream",
+        help="per-episode embeddings, keyed by bundle and episode (a re-run costs seconds)",
+    )
     args = p.parse_args(argv)
+    if args.out and args.timeline is None:
+        args.timeline = args.out.with_suffix(".timeline.png")
+    for path in (args.out, args.timeline):
+        if path is not None and path.exists() and not args.overwrite:
+            from tcc_model.errors import ConfigError
+
+            raise ConfigError(
+                f"{path} exists; pass --overwrite to replace it or choose another --out"
+            )
     if args.synthetic or not args.bundle:
         args.calib_episodes = args.calib_episodes or 120
     return args
@@ -372,17 +367,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    from stream_data import bundle_data, synthetic_data
+
     if args.bundle:
         references, calib, tests, source = bundle_data(args)
     else:
         references, calib, tests, source = synthetic_data(args)
-    rows = {name: run_method(name, references, calib, tests, args) for name in args.methods}
+    timelines: list[Any] = []
+    rows = {
+        name: run_method(name, references, calib, tests, args, timelines if i == 0 else None)
+        for i, name in enumerate(args.methods)
+    }
     print_tables(rows, source, args)
     report = {"source": source, "false_alarm_rate": args.false_alarm_rate, "results": rows}
+    written: dict[str, Path] = {}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
-        print(f"wrote: report {args.out}")
+        written["report"] = args.out
+    if args.timeline and timelines:
+        from tcc_model.visualize.timeline import plot_timeline_overview
+
+        written[f"timeline ({args.methods[0]})"] = plot_timeline_overview(
+            timelines, args.timeline, columns=8
+        )
+    if written:
+        from tcc_model.cli import print_written
+
+        print_written(written)
     slim = {k: {kk: vv for kk, vv in v.items() if kk != "records"} for k, v in rows.items()}
     print("\n" + json.dumps({"source": source, "results": slim}, default=str))
     return 0

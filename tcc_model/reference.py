@@ -107,12 +107,16 @@ def build_references(
     log: Callable[[str], Any] | None = None,
     classifier_episodes: Sequence[Any] = (),
     phase_lags: Sequence[int] = DEFAULT_PHASE_LAGS,
+    embed: Callable[[Any], np.ndarray] | None = None,
 ) -> ReferenceSet:
     """Embed normal labelled ``episodes`` into a :class:`ReferenceSet` tagged with the bundle id.
 
     The phase classifier is fitted on the references plus ``classifier_episodes`` (more labelled
-    normal videos, embedded for the fit only) with ``phase_lags``.
+    normal videos, embedded for the fit only) with ``phase_lags``. ``embed(episode)`` gives an
+    episode's embeddings (a cache); default: :func:`embed_video` of its frames.
     """
+    if embed is None:
+        embed = lambda e: embed_video(engine, e.load_frames())  # noqa: E731
     if not episodes:
         raise DatasetError(
             "no normal phase-labelled episodes to use as references: the monitor needs "
@@ -129,7 +133,7 @@ def build_references(
     embeddings, phase_ids, key_events, names, fps = [], [], [], [], []
     for episode in episodes:
         start = time.perf_counter()
-        embeddings.append(embed_video(engine, episode.load_frames()))
+        embeddings.append(embed(episode))
         phase_ids.append(episode.labels.phase_id_array())
         key_events.append(dict(episode.labels.key_events))
         names.append(f"{episode.split}/{episode.name}")
@@ -143,10 +147,7 @@ def build_references(
         embeddings, phase_ids, phase_names, key_events, engine.bundle_id, names, fps
     )
     start = time.perf_counter()
-    extra = [
-        (embed_video(engine, e.load_frames()), e.labels.phase_id_array())
-        for e in classifier_episodes
-    ]
+    extra = [(embed(e), e.labels.phase_id_array()) for e in classifier_episodes]
     try:
         accuracy = fit_phase_classifier(references, lags=phase_lags, extra_episodes=extra)
     except ValueError as exc:  # a phase without labelled frames: phase from alignment only
@@ -179,16 +180,21 @@ class EmbeddedEpisode:
 
 def embed_episode(engine: Any, episode: Any) -> EmbeddedEpisode:
     """Embed an episode's frames and keep the thumbnails the monitor's image detectors use."""
+    frames = episode.load_frames()
+    pixels = thumbnails(frames, engine.preprocess.image_size)
+    return embedded_episode(episode, embed_video(engine, frames), pixels)
+
+
+def embedded_episode(episode: Any, emb: np.ndarray, pixels: np.ndarray) -> EmbeddedEpisode:
+    """An :class:`EmbeddedEpisode` from an episode's labels, embeddings and thumbnails."""
     from tcc_model.data.format import progress_from_key_events
 
-    frames = episode.load_frames()
     labels = episode.labels
     mask = np.asarray(labels.anomaly_mask or [], dtype=bool)
-    emb = embed_video(engine, frames)
     return EmbeddedEpisode(
         name=f"{episode.split}/{episode.name}",
         embeddings=emb,
-        pixels=thumbnails(frames, engine.preprocess.image_size),
+        pixels=pixels,
         stamps=np.arange(len(emb)) / float(labels.fps),
         progress=np.asarray(progress_from_key_events(len(emb), labels.key_events)),
         phase_ids=labels.phase_id_array(),
