@@ -35,6 +35,17 @@ def git_state(repo: Path = REPO) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else the platform's), if known."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def launch_record(argv: Sequence[str], threads: int) -> dict[str, Any]:
     """One launch: the exact command, the commit, the machine and the thread count."""
     import torch
@@ -44,7 +55,7 @@ def launch_record(argv: Sequence[str], threads: int) -> dict[str, Any]:
         **git_state(),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
-        "cpu": platform.processor() or None,
+        "cpu": cpu_model(),
         "torch": torch.__version__,
         "threads": threads,
     }
