@@ -5,11 +5,15 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tcc_model.align import align_embeddings, squared_distances
 from tcc_model.reporting import pyplot, save_figure
+
+#: Videos of a 2-D projection whose trajectories are named (more would hide the points).
+MAX_NAMED_TRAJECTORIES = 10
 
 
 def _wrap(text: str, width: int = 32) -> str:
@@ -77,8 +81,13 @@ def plot_embeddings_2d(
     phase_ids: Sequence[np.ndarray] | None = None,
     phase_names: Sequence[str] | None = None,
     method: str = "pca",
+    names: Sequence[str] | None = None,
 ) -> Path:
-    """Scatter of all frames projected to 2-D, coloured by phase (or by normalised time)."""
+    """Scatter of all frames projected to 2-D, coloured by phase (or by normalised time).
+
+    One faint line per video shows its temporal order; with ``names`` (and at most
+    :data:`MAX_NAMED_TRAJECTORIES` videos) each line's first frame is marked with its name.
+    """
     plt = pyplot()
     proj, axis_labels = _project(np.concatenate(embs_list), method)
     fig, ax = plt.subplots(figsize=(7, 5.5), layout="constrained")
@@ -95,15 +104,51 @@ def plot_embeddings_2d(
         colours = np.concatenate([np.linspace(0, 1, len(e)) for e in embs_list])
         sc = ax.scatter(proj[:, 0], proj[:, 1], c=colours, cmap="viridis", s=5)
         fig.colorbar(sc, ax=ax).set_label("normalised time in the video")
-    # One faint trajectory per video shows the temporal order.
-    start = 0
-    for e in embs_list:
+    starts = np.cumsum([0] + [len(e) for e in embs_list[:-1]])
+    for start, e in zip(starts, embs_list):
         ax.plot(proj[start : start + len(e), 0], proj[start : start + len(e), 1], "k-", lw=0.3)
-        start += len(e)
+    named = names is not None and len(embs_list) <= MAX_NAMED_TRAJECTORIES
+    if named and names is not None:
+        _name_starts(ax, proj[starts], names)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
-    ax.set_title(f"embeddings of {len(embs_list)} videos ({method.upper()}), one line per video")
+    start_note = ", named at its first frame" if named else ""
+    ax.set_title(
+        f"embeddings of {len(embs_list)} videos ({method.upper()}), one line per video{start_note}"
+    )
     return save_figure(fig, path)
+
+
+def _name_starts(ax: Any, points: np.ndarray, names: Sequence[str]) -> None:
+    """Mark every trajectory's first point and name it beside the point (left of it near the
+    right edge); a name that would overlap one already placed moves down, joined by a line."""
+    ax.figure.canvas.draw()  # final layout, so data -> points is known
+    to_pt = 72.0 / ax.figure.dpi
+    at = ax.transData.transform(points) * to_pt  # positions in points
+    right = ax.get_window_extent().x1 * to_pt
+    placed: list[tuple[float, float, float]] = []  # (left, y, width) of names placed, in points
+    for n in np.argsort(-at[:, 1], kind="stable"):  # top to bottom
+        x, y = at[n]
+        width = 5.0 * len(names[n]) + 4.0
+        dx = 4.0 if x + 4.0 + width < right else -4.0 - width
+        ty = y + 3.0
+        while any(
+            abs(py - ty) < 10.0 and x + dx < px + pw and px < x + dx + width
+            for px, py, pw in placed
+        ):
+            ty -= 10.0
+        placed.append((x + dx, ty, width))
+        ax.plot(*points[n], "ko", ms=3.5)
+        text = ax.annotate(
+            names[n],
+            points[n],
+            xytext=(dx, ty - y),
+            textcoords="offset points",
+            fontsize=8,
+            va="bottom",
+            arrowprops=None if ty == y + 3.0 else {"arrowstyle": "-", "color": "0.4", "lw": 0.6},
+        )
+        text.set_in_layout(False)
 
 
 def aligned_progress(embs: np.ndarray, reference: np.ndarray, method: str = "nn") -> np.ndarray:
