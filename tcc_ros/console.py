@@ -9,204 +9,31 @@ accuracy, anomalies caught / missed / false alarms, end-to-end latency (image st
 Messages are matched to ground truth by ``header.stamp``. Without any monitor output it says so
 instead of printing a table of NaNs.
 
-Run: ``python -m tcc_ros.console [--report OUT.json] [--duration S]``.
+With ``--report OUT.json`` the pictures of the run go beside it: ``progress_curves.png`` (every
+episode), ``timelines/<episode>.png`` (estimated vs true progress and phase, anomaly score against
+the monitor's threshold, true anomalous frames, onsets and alarms) and ``phase_confusion.png``,
+drawn by :func:`tcc_model.visualize.write_monitor_plots` as for bag evaluations.
+
+Run: ``python -m tcc_ros.console [--report OUT.json] [--duration S] [--max-timelines N]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from tcc_ros.live_report import LiveReport, format_report, write_report
 
-from tcc_model.monitor_metrics import score_episode, summarize
+if TYPE_CHECKING:
+    from tcc_model.visualize import EpisodeTimeline
 
-
-@dataclass
-class _Truth:
-    episode: str
-    frame_index: int
-    phase_id: int
-    progress: float
-    anomaly: bool
-    anomaly_kind: str
-
-
-@dataclass
-class LiveReport:
-    """Accumulates monitor outputs and ground truth keyed by image stamp (ns); pure Python."""
-
-    truth: dict[int, _Truth] = field(default_factory=dict)
-    progress: dict[int, float] = field(default_factory=dict)
-    phase: dict[int, int] = field(default_factory=dict)
-    anomaly: dict[int, bool] = field(default_factory=dict)
-    anomaly_score: dict[int, float] = field(default_factory=dict)
-    latencies_ms: list[float] = field(default_factory=list)
-    diagnostics: dict[str, str] = field(default_factory=dict)
-    rates_hz: list[tuple[float, float]] = field(default_factory=list)  # (input, processed)
-
-    def add_diagnostics(self, values: dict[str, str]) -> None:
-        """Keep the latest diagnostics; rates only while frames were flowing (input > 0)."""
-        self.diagnostics = dict(values)
-        try:
-            rates = (float(values["input_rate_hz"]), float(values["processed_rate_hz"]))
-        except (KeyError, ValueError):
-            return
-        if rates[0] > 0 and len(self.rates_hz) < 100_000:
-            self.rates_hz.append(rates)
-
-    def add_truth(
-        self,
-        stamp_ns: int,
-        episode: str,
-        frame_index: int,
-        phase_id: int,
-        progress: float,
-        anomaly: bool,
-        anomaly_kind: str,
-    ) -> None:
-        self.truth[stamp_ns] = _Truth(
-            episode, frame_index, phase_id, progress, anomaly, anomaly_kind
-        )
-
-    def add_progress(self, stamp_ns: int, progress: float) -> None:
-        self.progress[stamp_ns] = progress
-
-    def add_phase(self, stamp_ns: int, phase_id: int, received_ns: int) -> None:
-        self.phase[stamp_ns] = phase_id
-        self.latencies_ms.append((received_ns - stamp_ns) * 1e-6)
-
-    def add_anomaly(self, stamp_ns: int, anomaly: bool, score: float = math.nan) -> None:
-        self.anomaly[stamp_ns] = anomaly
-        self.anomaly_score[stamp_ns] = score
-
-    def _episodes(self) -> list[list[int]]:
-        """Ground-truth stamps grouped into episode runs, in stamp order.
-
-        A run ends when the episode name changes or its frame index goes back (a looping camera
-        replays the same episode).
-        """
-        runs: list[list[int]] = []
-        previous: _Truth | None = None
-        for stamp in sorted(self.truth):
-            t = self.truth[stamp]
-            if (
-                previous is None
-                or t.episode != previous.episode
-                or t.frame_index <= previous.frame_index
-            ):
-                runs.append([])
-            runs[-1].append(stamp)
-            previous = t
-        return runs
-
-    def report(self) -> dict[str, Any]:
-        """Metrics over everything received so far (NaN where there is nothing to measure).
-
-        Each episode is scored with :func:`tcc_model.monitor_metrics.score_episode` (frames the
-        monitor published no progress for are left out of the progress and phase scores) and the
-        episodes are aggregated with :func:`tcc_model.monitor_metrics.summarize`.
-        """
-        scores = []
-        for stamps in self._episodes():
-            truth = [self.truth[s] for s in stamps]
-            scores.append(
-                score_episode(
-                    truth[0].episode,
-                    pred_progress=[self.progress.get(s, math.nan) for s in stamps],
-                    pred_phase=[self.phase.get(s, -1) for s in stamps],
-                    pred_alarm=[self.anomaly.get(s, False) for s in stamps],
-                    pred_score=[self.anomaly_score.get(s, math.nan) for s in stamps],
-                    gt_progress=[t.progress for t in truth],
-                    gt_phase=[t.phase_id for t in truth],
-                    gt_anomaly_mask=[t.anomaly for t in truth],
-                    anomalous=bool(truth[0].anomaly_kind),
-                )
-            )
-        summary = summarize(scores)
-        estimated = sum(s in self.truth for s in self.phase)
-        lat = np.array(self.latencies_ms, float)
-        rates = np.array(self.rates_hz, float).reshape(-1, 2)
-        return {
-            "episodes": len(scores),
-            "frames_ground_truth": len(self.truth),
-            "frames_estimated": estimated,
-            "processed_fraction": estimated / len(self.truth) if self.truth else math.nan,
-            "progress_mae": summary.get("progress_mae", math.nan),
-            "phase_accuracy": summary.get("phase_accuracy", math.nan),
-            "anomalies_caught": summary.get("anomalies_caught", 0),
-            "anomalies_missed": summary.get("anomalies_missed", 0),
-            "false_alarms": summary.get("false_alarm_episodes", 0),
-            "detection_delay_frames_median": summary.get("median_detection_delay", math.nan),
-            "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else math.nan,
-            "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else math.nan,
-            "latency_samples": int(lat.size),
-            "input_rate_hz": float(np.median(rates[:, 0])) if rates.size else math.nan,
-            "processed_rate_hz": float(np.median(rates[:, 1])) if rates.size else math.nan,
-            "diagnostics": dict(self.diagnostics),
-        }
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.1f}%" if math.isfinite(value) else "n/a"
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """Markdown table of a :meth:`LiveReport.report` dict (a line instead when it is empty)."""
-    if not report["frames_estimated"] and not report["latency_samples"]:
-        return "no monitor outputs received: no report (is the monitor running?)"
-    rows = [
-        ("episodes", f"{report['episodes']}"),
-        (
-            "frames estimated / ground truth",
-            f"{report['frames_estimated']} / {report['frames_ground_truth']}",
-        ),
-        ("progress MAE", f"{report['progress_mae']:.3f}"),
-        ("phase accuracy", _percent(report["phase_accuracy"])),
-        (
-            "anomalies caught / missed / false alarms",
-            " / ".join(
-                str(report[k]) for k in ("anomalies_caught", "anomalies_missed", "false_alarms")
-            ),
-        ),
-        ("detection delay (median, frames)", f"{report['detection_delay_frames_median']:.1f}"),
-        (
-            "latency p50 / p99 (ms)",
-            f"{report['latency_ms_p50']:.1f} / {report['latency_ms_p99']:.1f}",
-        ),
-        (
-            "input / processed rate (Hz, median while streaming)",
-            f"{report['input_rate_hz']:.2f} / {report['processed_rate_hz']:.2f}",
-        ),
-    ]
-    diag = report.get("diagnostics") or {}
-    if diag:
-        rows.append(
-            (
-                "dropped / rejected frames (monitor)",
-                f"{diag.get('frames_dropped', '?')} / {diag.get('frames_rejected', '?')}",
-            )
-        )
-    width = max(len(r[0]) for r in rows)
-    lines = [f"| {'metric':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
-    lines += [f"| {name:<{width}} | {value} |" for name, value in rows]
-    return "\n".join(lines)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
+__all__ = ["ConsoleNode", "LiveReport", "format_report", "main", "parse_args", "write_report"]
 
 
 class ConsoleNode:
@@ -255,6 +82,10 @@ class ConsoleNode:
 
     def _on_info(self, msg: Any) -> None:
         self._phase_names = list(msg.phase_names)
+        with self._lock:
+            self.report.phase_names = list(msg.phase_names)
+            if math.isfinite(msg.anomaly_score_threshold) and msg.anomaly_score_threshold > 0:
+                self.report.threshold = float(msg.anomaly_score_threshold)
         self._say(
             f"== monitor: bundle {msg.bundle_id or '?'} ({msg.backend}), phases "
             f"{', '.join(self._phase_names)}, {len(msg.reference_ids)} references"
@@ -321,9 +152,10 @@ class ConsoleNode:
                 with self._lock:
                     self.report.add_diagnostics(values)
 
-    def final_report(self) -> dict[str, Any]:
+    def final_report(self) -> tuple[dict[str, Any], list[EpisodeTimeline]]:
+        """The report's metrics and the episodes' timelines, from one consistent snapshot."""
         with self._lock:
-            return self.report.report()
+            return self.report.report(), self.report.timelines()
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -333,12 +165,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default="/tcc",
         help="namespace of the monitor's outputs (default /tcc); -r __ns:=... also sets it",
     )
-    p.add_argument("--report", type=Path, default=None, help="write the final report as JSON")
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="write the final report as JSON, and its pictures (episode timelines, phase "
+        "confusion) into the same folder",
+    )
+    p.add_argument(
+        "--max-timelines",
+        type=int,
+        default=12,
+        help="per-episode timeline PNGs written at most (the overview shows every episode)",
+    )
     p.add_argument("--duration", type=float, default=None, help="exit after S seconds")
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     args = p.parse_args(list(argv))
     if args.duration is not None and args.duration <= 0:
         p.error(f"--duration must be > 0, got {args.duration}")
+    if args.max_timelines < 0:
+        p.error(f"--max-timelines must be >= 0, got {args.max_timelines}")
     return args
 
 
@@ -367,16 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             executor.spin_once(timeout_sec=0.1)
     finally:
-        report = console.final_report()
+        report, timelines = console.final_report()
         executor.shutdown()
         console.node.destroy_node()
         rclpy.try_shutdown()
         ignore_stop_signals()
     print("\n" + format_report(report), flush=True)
     if args.report is not None and (report["frames_estimated"] or report["latency_samples"]):
-        from tcc_model.utils import write_text_atomic
-
-        write_text_atomic(args.report, json.dumps(_json_safe(report), indent=2) + "\n")
+        write_report(report, timelines, args.report, args.max_timelines)
     return 0
 
 

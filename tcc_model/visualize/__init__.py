@@ -1,7 +1,8 @@
 """Pictures people read: embedding plots, monitor timelines, score plots and annotated videos.
 
 * :mod:`~tcc_model.visualize.plots`: similarity matrices, 2-D projections, aligned progress.
-* :mod:`~tcc_model.visualize.timeline`: per-episode timelines of the streaming monitor.
+* :mod:`~tcc_model.visualize.timeline`: per-episode timelines of the streaming monitor and
+  ``write_monitor_plots`` (overview, one timeline per episode, phase confusion).
 * :mod:`~tcc_model.visualize.metrics`: phase confusion matrix, training loss curve.
 * :mod:`~tcc_model.visualize.videos`: captions on frames, the synchronized playback grid.
 
@@ -26,6 +27,7 @@ from tcc_model.visualize.timeline import (
     plot_episode_timeline,
     plot_timeline_overview,
     timeline_from_results,
+    write_monitor_plots,
 )
 from tcc_model.visualize.videos import (
     annotate_frames,
@@ -51,5 +53,6 @@ __all__ = [
     "project_2d",
     "synchronized_grid",
     "timeline_from_results",
+    "write_monitor_plots",
     "write_synchronized_grid",
 ]

@@ -236,3 +236,35 @@ def _legend_handles(timelines: Sequence[EpisodeTimeline]) -> list[Any]:
             Line2D([], [], color="darkred", marker="|", ls="none", ms=9, mew=1.5, label="alarm")
         )
     return handles
+
+
+def write_monitor_plots(
+    timelines: Sequence[EpisodeTimeline],
+    out: str | Path,
+    max_timelines: int = 12,
+    confusion_title: str = "monitor phase",
+) -> list[str]:
+    """The pictures of a monitor run into ``out``: ``progress_curves.png`` (every episode),
+    ``timelines/<episode>.png`` (the first ``max_timelines``) and ``phase_confusion.png`` (over
+    every frame with true and estimated phases); returns the paths relative to ``out``."""
+    from tcc_model.visualize.metrics import plot_phase_confusion
+
+    out = Path(out)
+    if not timelines:
+        return []
+    written = [plot_timeline_overview(timelines, out / "progress_curves.png")]
+    for tl in timelines[:max_timelines]:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in tl.name)
+        written.append(plot_episode_timeline(tl, out / "timelines" / f"{safe}.png"))
+    labelled = [tl for tl in timelines if tl.true_phase is not None and tl.phase is not None]
+    if labelled and labelled[0].phase_names:
+        written.append(
+            plot_phase_confusion(
+                np.concatenate([np.asarray(tl.true_phase) for tl in labelled]),
+                np.concatenate([np.asarray(tl.phase) for tl in labelled]),
+                labelled[0].phase_names,
+                out / "phase_confusion.png",
+                title=confusion_title,
+            )
+        )
+    return [str(Path(p).relative_to(out)) for p in written]
