@@ -44,14 +44,27 @@ def wait(predicate, timeout: float = 15.0) -> bool:
 class StandInMonitor:
     """Phase = mean pixel value // 50; sleeps ``delay`` s per frame like a slow engine.
 
-    Records the episode time it is given for every frame (``times``).
+    Records the episode time it is given for every frame (``times``) and the settings in force
+    at each frame (``settings_seen``); ``update_settings`` refuses the fields in ``refuse`` with a
+    ConfigError, as the streaming monitor refuses a bad value, and then changes nothing.
     """
 
     detector_states = {"off_trajectory": "on (threshold 1)", "stillness": "off: no pixels"}
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, refuse: tuple[str, ...] = ()) -> None:
         self.delay, self.frames, self.resets = delay, 0, 0
         self.times: list[float] = []
+        self.refuse = refuse
+        self.settings: dict[str, Any] = {}
+        self.settings_seen: list[dict[str, Any]] = []
+
+    def update_settings(self, **overrides: Any) -> None:
+        from tcc_model.errors import ConfigError
+
+        refused = sorted(set(overrides) & set(self.refuse))
+        if refused:
+            raise ConfigError(f"MonitorConfig.{refused[0]}: refused by the stand-in")
+        self.settings.update(overrides)
 
     def process_frame(self, frame: np.ndarray, stamp: float):
         from tcc_model.stream import FrameResult
@@ -60,6 +73,7 @@ class StandInMonitor:
         value = float(frame.mean())
         self.frames += 1
         self.times.append(stamp)
+        self.settings_seen.append(dict(self.settings))
         return FrameResult(
             frame_index=self.frames - 1,
             valid=True,

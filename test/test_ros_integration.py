@@ -668,6 +668,56 @@ def test_monitor_killed_mid_episode_recovers_after_restart(demo_bundle) -> None:
 
 @pytest.mark.ros
 @pytest.mark.slow
+def test_param_set_changes_the_real_monitor_between_two_frames(ros_graph, demo_bundle) -> None:
+    """``ros2 param set`` on the node running the streaming monitor of a bundle: the detector
+    switch and a threshold are in force from the next frame of the same episode; a value the
+    monitor refuses (temperature 0) is answered with its reason and changes nothing."""
+    from builtin_interfaces.msg import Time
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+    from tcc_ros.msg import Anomaly
+
+    from tcc_model.data.format import load_split
+    from tcc_ros.image_conversion import rgb_to_image_fields
+    from tcc_ros.monitor_node import load_monitor
+
+    monitor = load_monitor(str(demo_bundle.bundle), "onnxruntime", 1, {}).monitor
+    node, _ = make_node(ros_graph, monitor)
+    _, pub, got = probe(ros_graph)
+    assert wait(lambda: linked(node, pub))
+    frames = next(iter(load_split(demo_bundle.data, "test"))).load_frames()
+
+    def send(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            stamp = Time(sec=100 + i // 12, nanosec=(i % 12) * 83_333_333)
+            pub.publish(Image(header=Header(stamp=stamp), **rgb_to_image_fields(frames[i])))
+            assert wait(lambda n=i + 1: len(got.anomaly) >= n, 60), f"frame {i} not processed"
+
+    def set_param(name: str, value):
+        return node.set_parameters([Parameter(name, value=value)])[0]
+
+    send(0, 6)
+    before = monitor.config
+    result = set_param("monitor.temperature", 0.0)
+    assert not result.successful and "temperature must be > 0" in result.reason, result.reason
+    assert monitor.config is before
+    assert set_param("monitor.detectors", ["off_trajectory"]).successful
+    assert set_param("monitor.distance_threshold", 1e-6).successful
+    assert monitor.config.detectors == ("off_trajectory",)
+    assert monitor.config.distance_threshold == 1e-6
+    assert set(monitor.detector_states) == {"off_trajectory"}
+    send(6, 3)  # every distance is above 1e-6: 3 of the last 5 frames flag the 9th
+    assert got.anomaly[-1].kind == Anomaly.OFF_TRAJECTORY, got.anomaly[-1]
+    assert got.anomaly[-1].detector == "off_trajectory"
+    # one episode throughout: frame indices go on counting (a reset would start again at 0)
+    assert wait(lambda: got.progress and got.progress[-1].frame_index == 8), got.progress[-1:]
+    indices = [m.frame_index for m in got.progress]
+    assert indices == sorted(set(indices))
+
+
+@pytest.mark.ros
+@pytest.mark.slow
 def test_fast_camera_keeps_memory_flat_and_latency_bounded(demo_bundle) -> None:
     psutil = pytest.importorskip("psutil")
     domain = next(DOMAINS)

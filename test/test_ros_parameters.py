@@ -11,10 +11,9 @@ import pytest
 from ros_helpers import DOMAINS, PARAMS, StandInMonitor, make_node, ros_env
 
 from tcc_model.errors import ConfigError
-from tcc_model.stream import MonitorConfig
+from tcc_model.stream import RUNTIME_SETTINGS, MonitorConfig
 from tcc_ros.monitor_node.parameters import (
     NODE_PARAMETERS,
-    RUNTIME_MONITOR_FIELDS,
     all_parameters,
     check_value,
     monitor_parameters,
@@ -26,7 +25,9 @@ def test_monitor_parameters_are_generated_from_every_monitor_config_field() -> N
     fields = {f.name for f in dataclasses.fields(MonitorConfig)}
     specs = {s.name[len("monitor.") :]: s for s in monitor_parameters()}
     assert set(specs) == fields
-    assert RUNTIME_MONITOR_FIELDS <= fields, RUNTIME_MONITOR_FIELDS - fields
+    # writable exactly when the monitor can take the change while running (update_settings)
+    writable = {name for name, spec in specs.items() if not spec.read_only}
+    assert writable == set(RUNTIME_SETTINGS)
     assert specs["window"].kind == "integer" and specs["window"].default == 64
     assert specs["transition"].kind == "double_array"
     assert specs["phase_source"].kind == "string"
@@ -83,32 +84,82 @@ def test_bad_parameters_stop_the_node_before_the_bundle_is_loaded(
 
 @pytest.mark.ros
 def test_runtime_safe_parameters_change_others_are_read_only(ros_graph) -> None:
+    from rclpy.exceptions import ParameterUninitializedException
     from rclpy.parameter import Parameter
 
-    monitor = StandInMonitor()
+    monitor = StandInMonitor(refuse=("skip_threshold",))
     node, calls = make_node(ros_graph, monitor, **{"monitor.window": 32})
     described = node.describe_parameters(["monitor.stall_seconds", "monitor.window", "threads"])
     assert not described[0].read_only and described[1].read_only and described[2].read_only
     assert described[2].integer_range[0].from_value == 1
     assert "calibration" in described[0].description
 
-    result = node.set_parameters([Parameter("threads", value=4)])[0]
-    assert not result.successful and "read-only" in result.reason
-    result = node.set_parameters([Parameter("monitor.off_trajectory_m", value=50)])[0]
-    assert not result.successful and "off_trajectory_m" in result.reason
-    result = node.set_parameters([Parameter("monitor.stall_seconds", value="long")])[0]
-    assert not result.successful
-    assert node.get_parameter("monitor.off_trajectory_m").value == 3  # rejected: unchanged
+    def value_of(name: str):
+        try:
+            return node.get_parameter(name).value
+        except ParameterUninitializedException:  # "not set": the calibration decides
+            return "not set"
+
+    def rejected(name: str, value, reason: str) -> None:
+        before = value_of(name)
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and reason in result.reason, result.reason
+        assert value_of(name) == before  # the parameter keeps its value ...
+        assert monitor.settings == {}  # ... and the monitor its settings
+
+    rejected("threads", 4, "read-only")
+    rejected("monitor.off_trajectory_m", 50, "off_trajectory_m")  # m > n: does not fit
+    rejected("monitor.stall_seconds", "long", "Wrong parameter type")  # rclpy's static typing
+    rejected("monitor.skip_threshold", 0.5, "refused by the stand-in")  # the monitor says no
 
     result = node.set_parameters([Parameter("monitor.stall_seconds", value=2.5)])[0]
     assert result.successful, result.reason
+    assert monitor.settings == {"stall_seconds": 2.5}  # in effect when the call returns
     result = node.set_parameters([Parameter("no_frame_timeout_s", value=9.0)])[0]
     assert result.successful and node.no_frame_timeout_s == 9.0
-    # monitor settings apply from the next episode: the reset rebuilds the monitor with them
-    assert len(calls) == 1
-    node._reset()
-    assert calls[-1][1] == {"window": 32, "stall_seconds": 2.5}
-    assert monitor.resets == 1
+    # applied in place: no reload, no new episode; a reload keeps the changed settings
+    assert len(calls) == 1 and monitor.resets == 0
+    node._reload("b1")
+    assert calls[-1] == ("b1", {"window": 32, "stall_seconds": 2.5})
+
+
+@pytest.mark.ros
+def test_ros2_param_set_applies_from_the_next_frame_mid_episode(ros_graph) -> None:
+    """A parameter change through the parameter service (what ``ros2 param set`` calls)
+    reaches the monitor between two frames of the same episode; a refused one never does."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from ros_helpers import call, image, linked, probe, wait
+
+    monitor = StandInMonitor(refuse=("end_progress",))
+    node, _ = make_node(ros_graph, monitor)
+    _, pub, got = probe(ros_graph)
+    assert wait(lambda: linked(node, pub))
+
+    def send(count: int) -> None:
+        for i in range(count):
+            pub.publish(image(100, sec=len(monitor.times) + 1, nanosec=i))
+            target = len(monitor.settings_seen) + 1
+            assert wait(lambda n=target: len(monitor.settings_seen) >= n), "frame not processed"
+
+    def param_set(name: str, value: float):
+        value_msg = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        request = SetParameters.Request(parameters=[ParameterMsg(name=name, value=value_msg)])
+        return call(ros_graph, SetParameters, "/tcc/progress_monitor/set_parameters", request)
+
+    send(3)
+    response = param_set("monitor.backwards_threshold", 0.05)
+    assert response.results[0].successful, response.results[0].reason
+    send(2)
+    assert monitor.settings_seen == [{}] * 3 + [{"backwards_threshold": 0.05}] * 2
+    response = param_set("monitor.end_progress", 0.9)
+    assert not response.results[0].successful
+    assert "end_progress" in response.results[0].reason
+    send(1)
+    assert monitor.settings_seen[-1] == {"backwards_threshold": 0.05}
+    assert node.get_parameter("monitor.end_progress").value != 0.9
+    assert monitor.resets == 0  # the same episode throughout
 
 
 @pytest.mark.ros

@@ -137,3 +137,17 @@ def status(
     elif silent_for > no_frame_timeout_s:
         level, message = WARN, f"no frames for {silent_for:.1f} s"
     return level, safe_text(message, 400), values
+
+
+def image_type_error(
+    topic: str, publisher_types: list[str], type_names: dict[bool, str], compressed: bool
+) -> str:
+    """Why the image topic cannot feed the node ("" when every publisher has the right type)."""
+    expected = type_names[compressed]
+    wrong = sorted({t for t in publisher_types if t != expected})
+    if not wrong:
+        return ""
+    return (
+        f"image_topic {topic} has publishers of {', '.join(wrong)}, expected {expected}; "
+        f"set compressed:={str(not compressed).lower()} or point image_topic at the right topic"
+    )

@@ -1,4 +1,4 @@
-"""Loading a bundle into a streaming monitor for the node (and rebuilding it with new settings)."""
+"""Loading a bundle into a streaming monitor for the node."""
 
 from __future__ import annotations
 
@@ -19,14 +19,17 @@ class FrameMonitor(Protocol):
 
     def reset(self) -> None: ...
 
+    def update_settings(self, **overrides: Any) -> None:
+        """Change runtime-safe MonitorConfig fields from the next frame; ConfigError if bad."""
+        ...
+
 
 @dataclass
 class LoadedMonitor:
-    """A monitor, what ``MonitorInfo`` says about it, and how to rebuild it with new settings."""
+    """A monitor and what ``MonitorInfo`` says about it."""
 
     monitor: FrameMonitor
     info: BundleInfo
-    rebuild: Callable[[dict[str, Any]], FrameMonitor] | None = None
 
 
 MonitorFactory = Callable[[str, str, int, dict[str, Any]], LoadedMonitor]
@@ -57,10 +60,6 @@ def load_monitor(
     engine = load_bundle(bundle, backend=backend, threads=threads)
     references = ReferenceSet.load(bundle)
 
-    def rebuild(new_overrides: dict[str, Any]) -> FrameMonitor:
-        new = monitor_config(bundle, new_overrides)
-        return ProgressMonitor(references, config=new, engine=engine)
-
     info = BundleInfo(
         bundle_path=str(bundle),
         bundle_id=str(getattr(engine, "bundle_id", "")),
@@ -71,4 +70,4 @@ def load_monitor(
         anomaly_score_threshold=ANOMALY_SCORE_THRESHOLD,
     )
     monitor = ProgressMonitor(references, config=config, engine=engine)
-    return LoadedMonitor(monitor=monitor, info=info, rebuild=rebuild)
+    return LoadedMonitor(monitor=monitor, info=info)

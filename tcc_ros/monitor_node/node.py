@@ -85,7 +85,6 @@ class ProgressMonitorNode(Node):
         self.no_frame_timeout_s: float = values["no_frame_timeout_s"]
         # only the monitor settings given: the others come from the bundle's calibration
         self._overrides = parameters.monitor_overrides({k: values[k] for k in given})
-        self._pending_overrides: dict[str, Any] | None = None
         self._factory = monitor_factory
         self.loaded = monitor_factory(
             self.bundle, self.backend_request, self.threads, dict(self._overrides)
@@ -167,6 +166,11 @@ class ProgressMonitorNode(Node):
             self._wake.notify()
 
     def _submit(self, request: _Request, timeout: float = SERVICE_TIMEOUT_S) -> _Request:
+        """Hand ``request`` to the worker and wait for its answer.
+
+        A request the worker has not started within ``timeout`` is withdrawn (it never runs);
+        one it has started is waited for, so the answer always says what happened.
+        """
         with self._lock:
             if self._stopping:
                 request.message = "the node is shutting down"
@@ -174,7 +178,15 @@ class ProgressMonitorNode(Node):
             self._requests.append(request)
             self._wake.notify()
         if not request.done.wait(timeout):
-            request.ok, request.message = False, f"no answer from the worker within {timeout:.0f} s"
+            with self._lock:
+                withdrawn = request in self._requests
+                if withdrawn:
+                    self._requests.remove(request)
+            if withdrawn:
+                request.ok = False
+                request.message = f"the worker was busy for {timeout:.0f} s; nothing changed"
+            else:
+                request.done.wait()
         return request
 
     def _on_reset(self, _request: Any, response: Any) -> Any:
@@ -190,14 +202,23 @@ class ProgressMonitorNode(Node):
         return response
 
     def _on_set_parameters(self, changed: list[Any]) -> SetParametersResult:
-        """Validate a ``ros2 param set``; monitor settings apply from the next episode."""
-        current = dict(self._pending_overrides or self._overrides)
+        """Validate a ``ros2 param set`` and apply it from the next frame.
+
+        Monitor settings go to the worker thread, which hands them to the monitor
+        (``update_settings``) between two frames; the call returns once they are in effect. A
+        change that is unknown, read-only, of the wrong type, out of range or refused by the
+        monitor returns the reason and changes nothing.
+        """
         values = {param.name: param.value for param in changed}
-        problem, overrides, node_changes = parameters.check_changes(values, current)
+        problem, overrides, node_changes = parameters.check_changes(values, self._overrides)
+        settings = parameters.monitor_overrides(
+            {k: v for k, v in values.items() if k.startswith("monitor.")}
+        )
+        if not problem and settings:
+            done = self._submit(_Request("settings", (settings, overrides)))
+            problem = "" if done.ok else done.message
         if problem:
             return SetParametersResult(successful=False, reason=problem)
-        if overrides != self._overrides:
-            self._pending_overrides = overrides
         if "no_frame_timeout_s" in node_changes:
             self.no_frame_timeout_s = float(node_changes["no_frame_timeout_s"])
         if "max_stamp_gap_s" in node_changes:
@@ -252,6 +273,8 @@ class ProgressMonitorNode(Node):
                 request.ok, request.message = True, "episode reset"
             elif request.kind == "reload":
                 request.ok, request.message = self._reload(request.argument)
+            elif request.kind == "settings":
+                request.ok, request.message = self._update_settings(*request.argument)
         except Exception as exc:  # a failing request is answered, the worker goes on
             self.stats.fail(repr(exc))
             request.ok, request.message = False, f"{request.kind} failed: {safe_text(exc)}"
@@ -259,24 +282,27 @@ class ProgressMonitorNode(Node):
         finally:
             request.done.set()
 
+    def _update_settings(
+        self, settings: dict[str, Any], overrides: dict[str, Any]
+    ) -> tuple[bool, str]:
+        """Give the monitor new runtime settings (worker thread, between two frames)."""
+        shown = ", ".join(f"{k}={safe_text(repr(v), 80)}" for k, v in settings.items())
+        try:
+            self.loaded.monitor.update_settings(**settings)
+        except (ConfigError, ValueError, TypeError) as exc:  # the monitor refuses: nothing changed
+            return False, f"monitor refused {shown}: {safe_text(exc, 400)}"
+        self._overrides = overrides
+        self.get_logger().info(f"monitor settings in effect from the next frame: {shown}")
+        return True, f"in effect from the next frame: {shown}"
+
     def _reset(self) -> None:
-        pending, self._pending_overrides = self._pending_overrides, None
-        if pending is not None:
-            self._overrides = pending
-            if self.loaded.rebuild is not None:
-                self.loaded.monitor = self.loaded.rebuild(dict(pending))
-            else:
-                self.loaded = self._factory(
-                    self.bundle, self.backend_request, self.threads, dict(pending)
-                )
-            self.get_logger().info("new monitor settings in effect")
         self.clock_keeper.reset()
         self.loaded.monitor.reset()
         self.get_logger().info("episode reset")
 
     def _reload(self, bundle: str) -> tuple[bool, str]:
         shown = safe_text(bundle)
-        overrides = dict(self._pending_overrides or self._overrides)
+        overrides = dict(self._overrides)
         try:
             loaded = self._factory(bundle, self.backend_request, self.threads, overrides)
         except (BundleError, ConfigError, OSError, ValueError) as exc:
@@ -289,7 +315,6 @@ class ProgressMonitorNode(Node):
             self.get_logger().error(message)
             return False, message
         self.loaded, self.bundle = loaded, bundle
-        self._overrides, self._pending_overrides = overrides, None
         self.clock_keeper.reset()
         message = f"reloaded bundle {shown} (id {loaded.info.bundle_id}, {loaded.info.backend})"
         with self.stats.lock:
@@ -377,19 +402,10 @@ class ProgressMonitorNode(Node):
         )
 
     def _check_image_topic_type(self) -> None:
-        expected = IMAGE_TYPE_NAMES[self.compressed]
         resolve = getattr(self, "resolve_topic_name", None)  # rclpy >= Iron
         topic = resolve(self.image_topic) if resolve else self.image_topic
-        types = sorted({info.topic_type for info in self.get_publishers_info_by_topic(topic)})
-        wrong = [t for t in types if t != expected]
-        if wrong:
-            error = (
-                f"image_topic {topic} has publishers of {', '.join(wrong)}, expected {expected}; "
-                f"set compressed:={str(not self.compressed).lower()} or point image_topic at "
-                "the right topic"
-            )
-            if error != self._type_error:
-                self.get_logger().error(error)
-            self._type_error = error
-        else:
-            self._type_error = ""
+        types = [info.topic_type for info in self.get_publishers_info_by_topic(topic)]
+        error = diagnostics.image_type_error(topic, types, IMAGE_TYPE_NAMES, self.compressed)
+        if error and error != self._type_error:
+            self.get_logger().error(error)
+        self._type_error = error

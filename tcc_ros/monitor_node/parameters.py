@@ -7,8 +7,9 @@ text of the field's metadata where it has one). Every parameter is declared with
 show what each one means. A key the node does not know, or a value of the wrong type, stops the
 node at start with one message naming the key, the value and what is expected.
 
-Runtime-safe parameters (the anomaly thresholds and detector settings, the no-frame timeout) can
-be changed with ``ros2 param set``; the others are read-only and their descriptors say so.
+Runtime-safe parameters (the anomaly thresholds, detector switches and settings, the no-frame
+timeout, the stamp-gap limit) can be changed with ``ros2 param set`` and apply from the next
+frame; the others are read-only and their descriptors say so.
 """
 
 from __future__ import annotations
@@ -37,28 +38,14 @@ REMOVED = {
     "--ros-args -r __ns:=/NAME",
 }
 
-#: MonitorConfig fields that can change while the node runs (detector settings, not the
-#: alignment's): every ``*_threshold`` and ``*_seconds`` field, and these. They apply from the
-#: next episode (reset service or camera reset).
-RUNTIME_MONITOR_FIELDS = frozenset(
-    {
-        "off_trajectory_m",
-        "off_trajectory_n",
-        "stall_min_advance",
-        "skip_hold_frames",
-        "end_progress",
-        "rest_phases",
-        "still_ratio",
-        "appearance_m",
-        "appearance_n",
-        "direction_frames",
-    }
-)
-
 
 def runtime_safe(field_name: str) -> bool:
-    """Whether MonitorConfig field ``field_name`` may change while the node runs."""
-    return field_name in RUNTIME_MONITOR_FIELDS or field_name.endswith(("_threshold", "_seconds"))
+    """Whether MonitorConfig field ``field_name`` may change while the node runs: one of
+    :data:`tcc_model.stream.RUNTIME_SETTINGS` (what ``update_settings`` takes; the next frame
+    uses the new value)."""
+    from tcc_model.stream import RUNTIME_SETTINGS
+
+    return field_name in RUNTIME_SETTINGS
 
 
 #: Ranges of MonitorConfig fields ``(low, high)``; the dataclass checks combinations.
