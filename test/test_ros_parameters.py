@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import time
 
 import pytest
 from ros_helpers import DOMAINS, PARAMS, StandInMonitor, make_node, ros_env
@@ -160,6 +161,27 @@ def test_ros2_param_set_applies_from_the_next_frame_mid_episode(ros_graph) -> No
     assert monitor.settings_seen[-1] == {"backwards_threshold": 0.05}
     assert node.get_parameter("monitor.end_progress").value != 0.9
     assert monitor.resets == 0  # the same episode throughout
+
+
+@pytest.mark.ros
+def test_settings_the_busy_worker_never_started_are_withdrawn(ros_graph) -> None:
+    """A change the worker cannot take in time is answered "nothing changed" and never
+    applied later (no change behind the caller's back)."""
+    from ros_helpers import image, linked, probe, wait
+
+    from tcc_ros.monitor_node.node import _Request
+
+    monitor = StandInMonitor(delay=1.5)
+    node, _ = make_node(ros_graph, monitor)
+    _, pub, _ = probe(ros_graph)
+    assert wait(lambda: linked(node, pub))
+    pub.publish(image(10, 1))
+    # the worker has taken the frame and is inside its 1.5 s
+    assert wait(lambda: node.stats.received == 1 and node._mailbox is None)
+    done = node._submit(_Request("settings", ({"end_progress": 0.9}, {})), timeout=0.2)
+    assert not done.ok and "nothing changed" in done.message
+    time.sleep(2.0)
+    assert monitor.settings == {} and node._overrides == {}
 
 
 @pytest.mark.ros
