@@ -33,6 +33,9 @@ from tcc_ros.live_report import LiveReport, format_report, write_report
 if TYPE_CHECKING:
     from tcc_model.visualize import EpisodeTimeline
 
+#: Seconds the console may spend drawing the report's timelines after it was stopped.
+DRAWING_SECONDS = 20.0
+
 __all__ = ["ConsoleNode", "LiveReport", "format_report", "main", "parse_args", "write_report"]
 
 
@@ -220,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ignore_stop_signals()
     print("\n" + format_report(report), flush=True)
     if args.report is not None and (report["frames_estimated"] or report["latency_samples"]):
-        write_report(report, timelines, args.report, args.max_timelines)
+        # the launcher (tcc_ros.monitor) stops the console 30 s after asking: draw for 20 s
+        write_report(report, timelines, args.report, args.max_timelines, DRAWING_SECONDS)
     return 0
 
 

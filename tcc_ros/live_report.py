@@ -232,18 +232,37 @@ def write_report(
     timelines: Sequence[EpisodeTimeline],
     path: Path,
     max_timelines: int = 12,
+    seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Write the pictures beside ``path``, then the report (listing them) as strict JSON.
+    """Write the report as strict JSON, then its pictures beside it, then the report again
+    listing them (``plots``), so a console stopped while drawing still leaves its numbers.
 
-    Prints the closing ``wrote:`` line; returns the report as written.
+    ``seconds`` bounds the drawing: per-episode timelines stop after it (the overview and the
+    confusion matrix come first; ``timelines_not_drawn`` counts those left out). Without
+    matplotlib the report is written without pictures and a warning says why. Prints the
+    closing ``wrote:`` line; returns the report as written.
     """
+    import importlib.util
+    import sys
+    import time
+
     from tcc_model.cli import print_written
     from tcc_model.reporting import strict_json
     from tcc_model.utils import write_text_atomic
     from tcc_model.visualize import write_monitor_plots
 
-    plots = write_monitor_plots(timelines, path.parent, max_timelines, "monitor phase, live")
-    report = {**report, "plots": plots}
+    report = {**report, "plots": []}
     write_text_atomic(path, strict_json(report))
+    plots: list[str] = []
+    if importlib.util.find_spec("matplotlib") is None:  # a ROS environment without it
+        print("warning: matplotlib is not installed: no pictures of the live run", file=sys.stderr)
+    else:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        title = "monitor phase, live"
+        plots = write_monitor_plots(timelines, path.parent, max_timelines, title, deadline)
+        drawn = sum(p.startswith("timelines/") for p in plots)
+        report["plots"] = plots
+        report["timelines_not_drawn"] = min(len(timelines), max_timelines) - drawn
+        write_text_atomic(path, strict_json(report))
     print_written({"report": path, **{Path(p).stem: path.parent / p for p in plots}})
     return report

@@ -60,8 +60,9 @@ def test_write_report_draws_the_run_beside_the_json(tmp_path: Path, capsys) -> N
     path = tmp_path / "live" / "report.json"
     path.parent.mkdir()
     written = write_report(report, live.timelines(), path, max_timelines=2)
-    expected = ["progress_curves.png", "timelines/a.png", "timelines/b.png", "phase_confusion.png"]
+    expected = ["progress_curves.png", "phase_confusion.png", "timelines/a.png", "timelines/b.png"]
     assert written["plots"] == expected  # at most 2 timelines; the overview shows all 3
+    assert written["timelines_not_drawn"] == 0
     for name in expected:
         assert (path.parent / name).stat().st_size > 10_000, name
     on_disk = json.loads(path.read_text())  # strict JSON: NaN became null
@@ -88,3 +89,28 @@ def test_max_timelines_must_not_be_negative() -> None:
     assert parse_args(["--report", "r.json", "--max-timelines", "0"]).max_timelines == 0
     with pytest.raises(SystemExit):
         parse_args(["--max-timelines", "-1"])
+
+
+def test_without_matplotlib_the_report_is_still_written(tmp_path: Path, monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a),
+    )
+    live = _report_with_two_episodes()
+    path = tmp_path / "report.json"
+    written = write_report(live.report(), live.timelines(), path)
+    assert written["plots"] == [] and json.loads(path.read_text())["episodes"] == 3
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "timelines").exists()
+
+
+def test_drawing_time_is_bounded_overview_and_confusion_first(tmp_path: Path) -> None:
+    live = _report_with_two_episodes()
+    written = write_report(live.report(), live.timelines(), tmp_path / "r.json", seconds=0.0)
+    assert written["plots"] == ["progress_curves.png", "phase_confusion.png"]
+    assert written["timelines_not_drawn"] == 3
+    assert json.loads((tmp_path / "r.json").read_text())["timelines_not_drawn"] == 3

@@ -243,19 +243,20 @@ def write_monitor_plots(
     out: str | Path,
     max_timelines: int = 12,
     confusion_title: str = "monitor phase",
+    deadline: float | None = None,
 ) -> list[str]:
     """The pictures of a monitor run into ``out``: ``progress_curves.png`` (every episode),
-    ``timelines/<episode>.png`` (the first ``max_timelines``) and ``phase_confusion.png`` (over
-    every frame with true and estimated phases); returns the paths relative to ``out``."""
+    ``phase_confusion.png`` (every frame with a true and an estimated phase) and
+    ``timelines/<episode>.png`` (the first ``max_timelines``); returns the paths relative to
+    ``out``. Per-episode timelines stop once ``time.monotonic()`` passes ``deadline``."""
+    import time
+
     from tcc_model.visualize.metrics import plot_phase_confusion
 
     out = Path(out)
     if not timelines:
         return []
     written = [plot_timeline_overview(timelines, out / "progress_curves.png")]
-    for tl in timelines[:max_timelines]:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in tl.name)
-        written.append(plot_episode_timeline(tl, out / "timelines" / f"{safe}.png"))
     labelled = [tl for tl in timelines if tl.true_phase is not None and tl.phase is not None]
     if labelled and labelled[0].phase_names:
         written.append(
@@ -267,4 +268,9 @@ def write_monitor_plots(
                 title=confusion_title,
             )
         )
+    for tl in timelines[:max_timelines]:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in tl.name)
+        written.append(plot_episode_timeline(tl, out / "timelines" / f"{safe}.png"))
     return [str(Path(p).relative_to(out)) for p in written]
