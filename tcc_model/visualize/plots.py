@@ -121,7 +121,8 @@ def plot_embeddings_2d(
 
 def _name_starts(ax: Any, points: np.ndarray, names: Sequence[str]) -> None:
     """Mark every trajectory's first point and name it beside the point (left of it near the
-    right edge); a name that would overlap one already placed moves down, joined by a line."""
+    right edge); a name that would cover another name or first point moves down, joined to its
+    point by a line."""
     ax.figure.canvas.draw()  # final layout, so data -> points is known
     to_pt = 72.0 / ax.figure.dpi
     at = ax.transData.transform(points) * to_pt  # positions in points
@@ -132,9 +133,15 @@ def _name_starts(ax: Any, points: np.ndarray, names: Sequence[str]) -> None:
         width = 5.0 * len(names[n]) + 4.0
         dx = 4.0 if x + 4.0 + width < right else -4.0 - width
         ty = y + 3.0
+        others = np.delete(at, n, axis=0)
         while any(
             abs(py - ty) < 10.0 and x + dx < px + pw and px < x + dx + width
             for px, py, pw in placed
+        ) or np.any(
+            (others[:, 0] > x + dx - 3.0)
+            & (others[:, 0] < x + dx + width)
+            & (others[:, 1] > ty - 3.0)
+            & (others[:, 1] < ty + 11.0)
         ):
             ty -= 10.0
         placed.append((x + dx, ty, width))
@@ -146,6 +153,7 @@ def _name_starts(ax: Any, points: np.ndarray, names: Sequence[str]) -> None:
             textcoords="offset points",
             fontsize=8,
             va="bottom",
+            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75},
             arrowprops=None if ty == y + 3.0 else {"arrowstyle": "-", "color": "0.4", "lw": 0.6},
         )
         text.set_in_layout(False)
