@@ -176,6 +176,16 @@ def test_cli_unwritable_out_is_one_error_line(tmp_path: Path, capsys) -> None:
     assert err.startswith("error: ") and "\n" not in err and str(blocker / "ds") in err
 
 
+@pytest.mark.slow
+def test_cli_closes_with_the_wrote_line(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ds"
+    args = ["--out", str(out), "--episodes", "1", "--size", "32", "--max-frames", "30"]
+    assert main([*args, "--no-progress"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("generated 1 episodes (30 frames) in ")
+    assert lines[-1] == f"wrote: dataset {out}, manifest {out / 'manifest.json'}"
+
+
 def test_cli_refuses_non_empty_out(tmp_path: Path, capsys) -> None:
     (tmp_path / "keep.txt").write_text("user data")
     assert main(["--out", str(tmp_path), "--episodes", "1", "--no-progress"]) == 2

@@ -180,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
     seconds = time.perf_counter() - start
-    from tcc_model.data.format import read_manifest
+    from tcc_model.cli import print_written
+    from tcc_model.data.format import MANIFEST_NAME, read_manifest
 
     generator = read_manifest(out)
     frames = generator["num_frames"]
@@ -193,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     print(
-        f"wrote {args.episodes} episodes ({frames} frames) to {out} in {seconds:.1f} s "
+        f"generated {args.episodes} episodes ({frames} frames) in {seconds:.1f} s "
         f"({frames / seconds:.1f} frames/s)"
     )
+    print_written({"dataset": out, "manifest": out / MANIFEST_NAME})
     return 0
