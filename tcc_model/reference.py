@@ -2,7 +2,7 @@
 
 ``python -m tcc_model.reference --bundle B --dataset NAME_OR_DIR [--split train] [--max-videos N]
 [--classifier-videos M] [--calib-dataset D] [--calib-split val] [--calib-episodes K]
-[--false-alarm-rate 0.01] [--calibration-method fused|bonferroni] [--rest-phases P ...]``
+[--false-alarm-rate 0.01] [--calibration-method tail|fused|bonferroni] [--rest-phases P ...]``
 
 Embeds up to N normal (non-anomalous, phase-labelled) episodes of ``--split`` with the bundle's
 engine as references, fits the monitor's linear phase classifier on them and the split's other
@@ -31,6 +31,7 @@ from tcc_model.errors import ConfigError, DatasetError
 from tcc_model.preprocess import context_indices
 from tcc_model.stream import (
     CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_METHOD,
     DEFAULT_PHASE_LAGS,
     MonitorConfig,
     ReferenceSet,
@@ -210,7 +211,7 @@ def calibrate_references(
     false_alarm_rate: float,
     config: MonitorConfig | None = None,
     margin: float = 1.2,
-    method: str = "fused",
+    method: str = DEFAULT_CALIBRATION_METHOD,
     strict: bool = True,
     monitor_class: type | None = None,
 ) -> dict[str, Any]:
@@ -289,9 +290,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibration-method",
         choices=CALIBRATION_METHODS,
-        default="fused",
-        help="fused: one conformal threshold on the largest normalised detector statistic; "
-        "bonferroni: one per detector at rate / detectors",
+        default=DEFAULT_CALIBRATION_METHOD,
+        help="tail (default): per detector, a robust exponential tail of its normal maxima at "
+        "rate / detectors; fused: one conformal threshold on the largest normalised detector "
+        "statistic; bonferroni: one conformal threshold per detector at rate / detectors",
     )
     p.add_argument("--backend", default="auto", help="engine backend (auto, onnxruntime, torch…)")
     p.add_argument("--threads", type=int, default=1, help="CPU inference threads")

@@ -10,7 +10,7 @@ import pytest
 from tcc_model import reference
 from tcc_model.data.format import EpisodeLabels, key_events_from_phase_ids, write_episode
 from tcc_model.preprocess import PreprocessConfig, context_indices
-from tcc_model.stream import ProgressMonitor, ReferenceSet
+from tcc_model.stream import DEFAULT_DETECTORS, ProgressMonitor, ReferenceSet
 
 PHASES = ["reach", "pour", "place"]
 SIZE = 8
@@ -112,15 +112,9 @@ def test_cli_builds_calibrated_references_from_normal_episodes(dataset, tmp_path
     cal = meta["calibration"]
     assert meta["bundle_id"] == "bundle-test"
     assert cal["num_episodes"] + cal["num_excluded"] == 6 and cal["false_alarm_rate"] == 0.15
-    assert cal["method"] == "fused" and cal["episodes_needed"] == 6
+    assert cal["method"] == "tail" and cal["episodes_needed"] == 6
     assert 0 <= cal["achieved_false_alarm_rate"] <= 0.15
-    assert set(cal["detector_states"]) == {
-        "off_trajectory",
-        "stillness",
-        "direction",
-        "appearance",
-        "phase_skip",
-    }
+    assert set(cal["detector_states"]) == set(DEFAULT_DETECTORS)
     assert cal["episodes"] == [f"val/val{i}" for i in range(6)]
     assert np.isfinite(cal["distance_threshold"]) and cal["temperature"] > 0
     # Ground-truth progress of each reference comes from its key events.

@@ -7,6 +7,7 @@ pixels, reversals run the task time backwards, a drop changes part of the scene 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -15,6 +16,8 @@ import pytest
 from tcc_model.errors import ConfigError
 from tcc_model.monitor_metrics import alarm_outcome
 from tcc_model.stream import (
+    DETECTORS,
+    MonitorConfig,
     ProgressMonitor,
     ReferenceSet,
     calibrate,
@@ -96,7 +99,8 @@ def task() -> Task:
 @pytest.fixture(scope="module")
 def calibrated(task: Task) -> ReferenceSet:
     refs = references(task)
-    calibrate(refs, false_alarm_rate=0.05, strict=True, **calibration_set(task, 30))
+    every = MonitorConfig(detectors=tuple(DETECTORS))  # the default set and the optional ones
+    calibrate(refs, false_alarm_rate=0.05, config=every, strict=True, **calibration_set(task, 30))
     return refs
 
 
@@ -110,7 +114,7 @@ def test_calibration_turns_every_detector_on_and_records_rate_count_and_achieved
 ):
     cal = calibrated.calibration
     states = cal["detector_states"]
-    assert set(states) == {"off_trajectory", "stillness", "direction", "appearance", "phase_skip"}
+    assert set(states) == set(DETECTORS)
     assert all(s["state"] == "on" for s in states.values()), states
     assert cal["false_alarm_rate"] == 0.05 and cal["episodes_needed"] == 19
     assert cal["num_episodes"] + cal["num_excluded"] == 30
@@ -121,19 +125,29 @@ def test_calibration_turns_every_detector_on_and_records_rate_count_and_achieved
 def test_a_frozen_camera_fires_stillness_in_time_whatever_the_progress_does(task, calibrated):
     rng = np.random.default_rng(5)
     s = timeline(rng)
-    emb, px = episode(task, s, seed=6)
     onset, frozen = 40, 40
-    px[onset : onset + frozen] = px[onset]  # the image stands still ...
-    monitor = ProgressMonitor(calibrated)
-    results = monitor.run(emb, None, px)  # ... while the embedding (and progress) move on
+    s[onset : onset + frozen] = s[onset]  # the robot stands still: same scene, same features
+    emb, px = episode(task, s, seed=6)  # (the encoder's noise stays)
+    px[onset : onset + frozen] = px[onset]  # the image stands still
+    monitor = ProgressMonitor(calibrated, MonitorConfig(detectors=("stillness",)))
+    results = monitor.run(emb, None, px)
     progress = np.array([r.progress for r in results])
-    assert progress[onset + frozen - 1] - progress[onset] > 0.1
-    limit = monitor.thresholds["stillness"]
+    limit, cfg, prof = monitor.thresholds["stillness"], monitor.config, calibrated.profiles
     fired = first_alarm(results, "stillness")
-    # documented delay: the threshold in seconds, plus motion_lag frames to see no motion
-    latest = onset + math.ceil(limit * FPS) + monitor.config.motion_lag + 1
-    assert onset < fired <= latest, (fired, limit)
-    assert results[fired].anomaly_kind == "stalled" and "nothing moves" in (
+    # documented delay: the lag to see no motion, then threshold / (e - still_drift) frames, e
+    # the smallest evidence per frozen frame, whatever progress the filter reports meanwhile
+    lag = max(cfg.motion_lag, cfg.direction_lag)
+    t = np.arange(onset + lag, onset + frozen)
+    b = np.array([prof.bin(p) for p in progress[t]])
+    motion = np.sqrt(np.mean((px[t] - px[t - cfg.motion_lag]) ** 2, axis=1))
+    speed = np.linalg.norm(emb[t] - emb[t - cfg.direction_lag], axis=1)
+    image = np.log((prof.motion[b] + prof.motion_floor) / (motion + prof.motion_floor))
+    feature = np.log((prof.speed[b] + prof.speed_floor) / (speed + prof.speed_floor))
+    e = float(np.min(cfg.still_pixel_weight * image + (1 - cfg.still_pixel_weight) * feature))
+    assert e > cfg.still_drift + 0.5
+    latest = onset + lag + math.ceil(limit / (e - cfg.still_drift))
+    assert onset < fired <= latest, (fired, latest, limit)
+    assert results[fired].anomaly_kind == "stalled" and "little or no motion" in (
         results[fired].anomaly_description
     )
     assert not any(r.anomaly for r in results[:onset])
@@ -191,7 +205,7 @@ def test_switching_a_detector_off_and_streams_without_pixels(task, calibrated):
     monitor = ProgressMonitor(calibrated)
     monitor.run(emb)  # embeddings only: the image detectors cannot see and say so
     states = monitor.detector_states
-    assert states["stillness"].startswith("inactive: no pixels")
+    assert states["stillness"].startswith("on (threshold")  # from the features' motion alone
     assert states["appearance"].startswith("inactive: no pixels")
     assert states["direction"].startswith("on (threshold")
 
@@ -204,22 +218,24 @@ def test_one_outlier_calibration_episode_is_excluded_and_keeps_every_detector_on
     )
     emb, px = episode(task, s, seed=999)  # a "normal" run that went far back (a broken demo)
     px[100:160] = px[100]  # ... and froze
-    data["episodes"].insert(7, emb)
-    data["pixels"].insert(7, px)
-    data["progress"].insert(7, s)
-    data["phase_ids"].insert(7, phase_of(s))
-    cal = calibrate(refs, false_alarm_rate=0.05, **data)
+    every = MonitorConfig(detectors=tuple(DETECTORS))
+    clean = calibrate(copy.copy(refs), false_alarm_rate=0.05, config=every, **data)
+    for key in data:
+        data[key].insert(7, {"episodes": emb, "pixels": px, "progress": s}.get(key, phase_of(s)))
+    cal = calibrate(refs, false_alarm_rate=0.05, config=every, **data)
     assert cal["num_excluded"] == 1 and cal["excluded_episodes"] == [7]
     assert all(v["state"] == "on" for v in cal["detector_states"].values())
-    assert cal["direction_threshold"] < 0.9 and cal["still_seconds"] < 3.0
+    for name, spec in DETECTORS.items():  # the thresholds stay where the normal runs put them
+        assert cal[spec.threshold] == pytest.approx(clean[spec.threshold], rel=0.25), name
 
 
 def test_too_few_episodes_for_the_rate_raise_with_the_number_needed():
     maxima = np.abs(np.random.default_rng(0).normal(size=(10, 2)))
     with pytest.raises(ConfigError, match="10 normal episodes .* needs at least 99"):
         thresholds_from_maxima(maxima, ["off_trajectory", "direction"], 0.01, strict=True)
-    loose = thresholds_from_maxima(maxima, ["off_trajectory", "direction"], 0.01)
-    assert loose["method"] == "fused_max_times_margin" and loose["episodes_needed"] == 99
+    for method, label in (("tail", "tail_few_episodes"), ("fused", "fused_max_times_margin")):
+        loose = thresholds_from_maxima(maxima, ["off_trajectory", "direction"], 0.01, method)
+        assert loose["method"] == label and loose["episodes_needed"] == 99
 
 
 def test_fused_thresholds_have_their_coverage_on_fresh_normal_scores():

@@ -31,19 +31,19 @@ def test_a_threshold_change_applies_from_the_next_frame_and_keeps_the_episode(ca
     emb, px = stalled_episode(task)
     monitor = ProgressMonitor(refs)
     monitor.reset()
-    results = [monitor.process_embedding(emb[i], None, px[i]) for i in range(47)]
-    still = monitor.statistics["stillness"]  # 0.7 s into the freeze: below the calibrated limit
-    assert 0.2 < still < monitor.thresholds["stillness"] and not any(r.anomaly for r in results)
-    config = monitor.update_settings(still_seconds="0.2", detectors=["stillness"])
-    assert config.still_seconds == 0.2 and config.detectors == ("stillness",)
-    assert monitor.config is config and monitor.thresholds["stillness"] == 0.2
-    result = monitor.process_embedding(emb[47], None, px[47])
+    results = [monitor.process_embedding(emb[i], None, px[i]) for i in range(44)]
+    still = monitor.statistics["stillness"]  # 4 frames into the freeze: below the limit
+    assert 0.0 < still < monitor.thresholds["stillness"] and not any(r.anomaly for r in results)
+    config = monitor.update_settings(still_threshold=str(still / 2), detectors=["stillness"])
+    assert config.still_threshold == still / 2 and config.detectors == ("stillness",)
+    assert monitor.config is config and monitor.thresholds["stillness"] == still / 2
+    result = monitor.process_embedding(emb[44], None, px[44])
     # the clock started at the freeze, not at the update: it fires on the very next frame
     assert result.anomaly and result.detector == "stillness"
     assert list(monitor.detector_states) == ["stillness"]
-    monitor.update_settings(still_seconds=None)  # back to the calibrated value
-    assert monitor.thresholds["stillness"] == refs.calibration["still_seconds"]
-    monitor.update_settings(still_seconds=math.inf)  # off by the caller's choice
+    monitor.update_settings(still_threshold=None)  # back to the calibrated value
+    assert monitor.thresholds["stillness"] == refs.calibration["still_threshold"]
+    monitor.update_settings(still_threshold=math.inf)  # off by the caller's choice
     assert not monitor.process_embedding(emb[61], None, px[61]).anomaly
 
 
@@ -52,7 +52,7 @@ def test_a_threshold_change_applies_from_the_next_frame_and_keeps_the_episode(ca
     [
         ({"window": 32}, "window cannot change while running"),
         ({"no_such_setting": 1}, "unknown monitor setting 'no_such_setting'"),
-        ({"still_seconds": "soon"}, "still_seconds='soon': expected"),
+        ({"still_threshold": "soon"}, "still_threshold='soon': expected"),
         ({"appearance_m": 9}, "appearance_m <= appearance_n"),
         ({"detectors": "stillness, sonar"}, "unknown ['sonar']"),
         ({"temperature": -1.0}, "temperature must be > 0"),
@@ -63,7 +63,7 @@ def test_a_bad_update_raises_and_changes_nothing(calibrated, overrides, message)
     monitor = ProgressMonitor(refs)
     before, thresholds, temperature = monitor.config, monitor.thresholds, monitor.temperature
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        monitor.update_settings(**{"still_ratio": 0.1, **overrides})
+        monitor.update_settings(**{"still_drift": 0.1, **overrides})
     assert monitor.config is before and monitor.thresholds is thresholds
     assert monitor.temperature == temperature
 

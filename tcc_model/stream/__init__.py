@@ -99,8 +99,10 @@ from tcc_model.stream.references import (
 )
 from tcc_model.stream.thresholds import (
     CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_METHOD,
     conformal_upper,
     episodes_needed,
+    tail_upper,
     thresholds_from_maxima,
 )
 
@@ -110,6 +112,7 @@ __all__ = [
     "CALIBRATED_SETTINGS",
     "CALIBRATED_THRESHOLDS",
     "CALIBRATION_METHODS",
+    "DEFAULT_CALIBRATION_METHOD",
     "DEFAULT_DETECTORS",
     "DETECTORS",
     "DetectorSpec",
@@ -118,6 +121,7 @@ __all__ = [
     "episode_signals",
     "episodes_needed",
     "fit_profiles",
+    "tail_upper",
     "thresholds_from_maxima",
     "thumbnail",
     "thumbnails",

@@ -17,6 +17,7 @@ from tcc_model.stream.phase import choose_phase_source
 from tcc_model.stream.profiles import ProgressProfiles, episode_signals, fit_profiles
 from tcc_model.stream.references import ReferenceSet
 from tcc_model.stream.thresholds import (
+    DEFAULT_CALIBRATION_METHOD,
     conformal_upper,
     detector_states,
     thresholds_from_maxima,
@@ -180,8 +181,8 @@ def _record(
     calibration: dict[str, Any] = {
         "method": fitted["method"],
         "description": "per-episode maxima of the detector statistics on held-out normal "
-        "episodes (profiles cross-fitted on the other half); outliers excluded; split-conformal "
-        f"bound at the false-alarm rate ({values['method']})",
+        "episodes (profiles cross-fitted on the other half); outliers excluded; thresholds at "
+        f"the false-alarm rate ({values['method']}: see tcc_model.stream.thresholds)",
         "false_alarm_rate": values.pop("false_alarm_rate"),
         "episodes_needed": fitted["episodes_needed"],
         "achieved_false_alarm_rate": fitted["achieved_rate"],
@@ -215,7 +216,7 @@ def calibrate(
     progress: Sequence[np.ndarray] | None = None,
     phase_ids: Sequence[np.ndarray] | None = None,
     pixels: Sequence[np.ndarray] | None = None,
-    method: str = "fused",
+    method: str = DEFAULT_CALIBRATION_METHOD,
     strict: bool = False,
     monitor_class: type = ProgressMonitor,
 ) -> dict[str, Any]:
@@ -231,9 +232,9 @@ def calibrate(
        by the stillness and appearance detectors); each episode's detector maxima are measured
        with profiles fitted on the other half (cross-fitting: no episode scores itself).
     4. thresholds (:func:`~tcc_model.stream.thresholds.thresholds_from_maxima`, ``method``
-       ``fused`` or ``bonferroni``): outlying episodes excluded and counted, split-conformal at
-       ``false_alarm_rate`` per episode; too few episodes raise (``strict``) or fall back to
-       max x ``margin``, recorded as such. Each detector's state (on / off and why) is recorded.
+       ``tail`` (default), ``fused`` or ``bonferroni``): outlying episodes excluded and counted,
+       thresholds at ``false_alarm_rate`` per episode; too few episodes for the rate raise
+       (``strict``) or are recorded as such. Each detector's state (on / off and why) is recorded.
 
     ``monitor_class``: the monitor replayed (the nearest-neighbour baseline is calibrated on its
     own replay). Returns the calibration dict (also stored in ``references.calibration``; the

@@ -44,14 +44,17 @@ DETECTORS: dict[str, DetectorSpec] = {
         DetectorSpec(
             "stillness",
             "stalled",
-            "still_seconds",
-            "seconds",
-            True,
-            "image motion (RMS change of a 16x16 thumbnail over motion_lag frames) below "
-            "still_ratio x the normal motion at that progress: seconds of consecutive still "
-            "frames outside rest phases",
-            "the 16x16 thumbnail (an area resize of the already resized frame) and one "
-            "768-value difference",
+            "still_threshold",
+            "stillness evidence",
+            False,
+            "motion far below the normal motion at that progress, accumulated (CUSUM): per frame "
+            "the log ratio of normal to observed motion, a still_pixel_weight mix of image motion "
+            "(RMS change of a 16x16 thumbnail over motion_lag frames) and feature motion (the "
+            "embedding's change over direction_lag frames; alone when the stream has no pixels), "
+            "minus still_drift, summed while positive, reset in rest phases. A frozen stretch "
+            "whose evidence is e per frame fires after threshold / (e - still_drift) frames",
+            "the 16x16 thumbnail (an area resize of the already resized frame), one 768-value "
+            "difference and two logarithms",
         ),
         DetectorSpec(
             "direction",
@@ -105,7 +108,9 @@ DETECTORS: dict[str, DetectorSpec] = {
         ),
     )
 }
-DEFAULT_DETECTORS = ("off_trajectory", "stillness", "direction", "appearance", "phase_skip")
+DEFAULT_DETECTORS = ("off_trajectory", "stillness", "appearance", "progress_backwards")
+"""Chosen on the dev set (README, streaming section): direction and phase_skip raised false
+alarms on normal dev episodes without catching more; switch them on with ``detectors``."""
 CALIBRATED_THRESHOLDS = tuple(d.threshold for d in DETECTORS.values())
 """The calibration keys read by the monitors (one threshold per detector)."""
 CALIBRATED_SETTINGS = (
@@ -127,7 +132,8 @@ RUNTIME_SETTINGS = (
     "window_back",
     "end_progress",
     "stall_min_advance",
-    "still_ratio",
+    "still_drift",
+    "still_pixel_weight",
     "skip_hold_frames",
     "off_trajectory_m",
     "off_trajectory_n",
@@ -169,8 +175,9 @@ class MonitorConfig:
     skip_hold_frames: int = 5
     fps: float | None = None
     detectors: tuple[str, ...] = DEFAULT_DETECTORS
-    still_seconds: float | None = None
-    still_ratio: float = 0.25
+    still_threshold: float | None = None
+    still_drift: float = 0.7
+    still_pixel_weight: float = 0.3
     motion_lag: int = 2
     direction_threshold: float | None = None
     direction_lag: int = 3
@@ -205,6 +212,10 @@ class MonitorConfig:
             )
         if not 1 <= self.appearance_m <= self.appearance_n:
             raise ConfigError("MonitorConfig: need 1 <= appearance_m <= appearance_n")
+        if self.still_drift < 0 or not 0 <= self.still_pixel_weight <= 1:
+            raise ConfigError(
+                "MonitorConfig: need still_drift >= 0 and 0 <= still_pixel_weight <= 1"
+            )
         if min(self.motion_lag, self.direction_lag, self.direction_frames) < 1:
             raise ConfigError("MonitorConfig: motion_lag, direction_lag, direction_frames >= 1")
         if self.phase_source not in PHASE_SOURCES:

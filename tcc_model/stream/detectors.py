@@ -28,6 +28,11 @@ def _ratio(value: float, threshold: float) -> float:
     return value / threshold if threshold > 0 else (math.inf if value > 0 else 0.0)
 
 
+def _log_deficit(value: float, normal: float, floor: float) -> float:
+    """``log((normal + floor) / (value + floor))``: > 0 when ``value`` is below normal."""
+    return math.log((normal + floor) / (value + floor))
+
+
 def _mth_largest(values: deque[float], m: int) -> float:
     return sorted(values)[-m] if len(values) >= m else 0.0
 
@@ -57,7 +62,9 @@ class AnomalyTracker:
         self.backward: deque[float] = deque(maxlen=cfg.direction_frames)
         self.anchor_progress = float("nan")
         self.anchor_time = 0.0
-        self.still_since: float | None = None
+        self.still_evidence = 0.0
+        self.still_since = -1
+        self._last_frame = -1
         self.peak = -math.inf
         self.skip_countdown = 0
         self.skip_evidence = 0.0
@@ -96,7 +103,7 @@ class AnomalyTracker:
         return out
 
     def _profile_statistics(
-        self, t: float, progress: float, resting: bool, signals: Mapping[str, Any]
+        self, frame_index: int, progress: float, resting: bool, signals: Mapping[str, Any]
     ) -> None:
         """Stillness, direction and appearance statistics against the normal profiles."""
         prof, cfg, stats = self.profiles, self.config, self.statistics
@@ -104,22 +111,33 @@ class AnomalyTracker:
             return
         b = prof.bin(progress)
         velocity = signals.get("velocity")
+        motion, change = signals.get("motion"), signals.get("change")
+        self._saw_pixels = bool(self._saw_pixels) or change is not None
+        pixels = motion is not None and prof.has_pixels
+        deficits: list[tuple[float, float]] = []
         if velocity is not None:
             speed = float(np.linalg.norm(velocity))
             cos = float(velocity @ prof.direction[b]) / speed if speed > 0 else 0.0
             strength = min(1.0, speed / prof.speed[b]) if prof.speed[b] > 0 else 1.0
             self.backward.append(max(0.0, -cos) * strength)
             stats["direction"] = float(np.mean(self.backward))
-        motion, change = signals.get("motion"), signals.get("change")
-        self._saw_pixels = bool(self._saw_pixels) or motion is not None
-        if motion is None or not prof.has_pixels:
+            weight = 1.0 - cfg.still_pixel_weight if pixels else 1.0
+            deficits.append((weight, _log_deficit(speed, prof.speed[b], prof.speed_floor)))
+        if pixels:
+            weight = cfg.still_pixel_weight if velocity is not None else 1.0
+            deficits.append(
+                (weight, _log_deficit(float(motion), prof.motion[b], prof.motion_floor))
+            )
+        if deficits:
+            evidence = sum(w * d for w, d in deficits) - cfg.still_drift
+            self.still_evidence = 0.0 if resting else max(0.0, self.still_evidence + evidence)
+            if self.still_evidence <= 0:
+                self.still_since = -1
+            elif self.still_since < 0:
+                self.still_since = frame_index
+            stats["stillness"] = self.still_evidence
+        if change is None or not prof.has_pixels:
             return
-        still = motion < cfg.still_ratio * prof.motion[b] and not resting
-        if not still:
-            self.still_since = None
-        elif self.still_since is None:
-            self.still_since = t
-        stats["stillness"] = t - self.still_since if self.still_since is not None else 0.0
         self.appearance.append((change - prof.change_center[b]) / prof.change_scale[b])
         stats["appearance"] = _mth_largest(self.appearance, cfg.appearance_m)
 
@@ -137,6 +155,7 @@ class AnomalyTracker:
     ) -> tuple[float, str, str, str, int]:
         """``(score, kind, detector, description, frames since onset)`` of one valid frame."""
         cfg, stats = self.config, self.statistics
+        self._last_frame = frame_index
         self.distances.append(distance)
         stats["off_trajectory"] = _mth_largest(self.distances, cfg.off_trajectory_m)
         resting = phase_id in self.rest or progress >= cfg.end_progress
@@ -160,7 +179,7 @@ class AnomalyTracker:
             )
         stats["phase_skip"] = self.skip_evidence if self.skip_countdown > 0 else 0.0
         self.skip_countdown = max(0, self.skip_countdown - 1)
-        self._profile_statistics(t, progress, resting, signals or {})
+        self._profile_statistics(frame_index, progress, resting, signals or {})
         ratios = {
             name: _ratio(stats[name], self.thresholds[name])
             for name in cfg.detectors
@@ -188,7 +207,8 @@ class AnomalyTracker:
         texts = {
             "off_trajectory": f"distance to the reference {stat:.3g} above {thr:.3g} in "
             f"{cfg.off_trajectory_m} of the last {cfg.off_trajectory_n} frames",
-            "stillness": f"nothing moves for {stat:.1f} s (limit {thr:.1f} s) {where}",
+            "stillness": f"little or no motion for {self._since(self.still_since)} frames where "
+            f"normal runs move (evidence {stat:.1f}, limit {thr:.1f}) {where}",
             "direction": f"moving against the normal direction (backward fraction {stat:.2f}, "
             f"limit {thr:.2f}) {where}",
             "appearance": f"the scene changed since the start more than normal runs do "
@@ -200,6 +220,9 @@ class AnomalyTracker:
             f"(limit {thr:.2f})",
         }
         return texts[detector]
+
+    def _since(self, start: int) -> str:
+        return str(self._last_frame - start + 1) if start >= 0 else "?"
 
     def _name(self, phase_id: int) -> str:
         if 0 <= phase_id < len(self.phase_names):

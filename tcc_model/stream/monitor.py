@@ -108,10 +108,10 @@ class MonitorBase:
         Accepts the detector thresholds (``None``: back to the calibrated value, ``inf``: that
         detector off), ``detectors``, ``rest_phases``, ``temperature``, ``phase_margin``,
         ``evidence_decay``, ``window_back``, ``end_progress``, ``stall_min_advance``,
-        ``still_ratio``, ``skip_hold_frames``, the m-of-n window sizes and ``direction_frames``;
-        strings are converted as in :func:`monitor_config`. The episode's state is kept. An
-        unknown key, a setting that needs a new monitor, or a bad value raises
-        :class:`ConfigError` and changes nothing. Returns the new config.
+        ``still_drift``, ``still_pixel_weight``, ``skip_hold_frames``, the m-of-n window sizes
+        and ``direction_frames``; strings are converted as in :func:`monitor_config`. The
+        episode's state is kept. An unknown key, a setting that needs a new monitor, or a bad
+        value raises :class:`ConfigError` and changes nothing. Returns the new config.
         """
         fixed = sorted(k for k in overrides if k in MonitorConfig.__dataclass_fields__)
         fixed = [k for k in fixed if k not in RUNTIME_SETTINGS]

@@ -82,17 +82,22 @@ class SignalState:
         self._first = None
 
     def update(self, embedding: np.ndarray, pixels: np.ndarray | None) -> dict[str, object]:
-        """``{'velocity': [D], 'motion': float | None, 'change': float | None}`` of this frame."""
+        """``{'velocity': [D] | None, 'motion': float | None, 'change': float | None}``.
+
+        ``velocity`` / ``motion`` are ``None`` until their lag's worth of frames has been seen.
+        """
         emb = np.asarray(embedding, dtype=np.float64)
         self._embeddings.append(emb)
-        out: dict[str, object] = {"velocity": emb - self._embeddings[0], "motion": None}
-        out["change"] = None
+        full = len(self._embeddings) == self._embeddings.maxlen
+        out: dict[str, object] = {"velocity": emb - self._embeddings[0] if full else None}
+        out["motion"] = out["change"] = None
         if pixels is not None:
             px = np.asarray(pixels, dtype=np.float64).reshape(-1)
             if self._first is None:
                 self._first = px
             self._pixels.append(px)
-            out["motion"] = float(_rms(px - self._pixels[0]))
+            if len(self._pixels) == self._pixels.maxlen:
+                out["motion"] = float(_rms(px - self._pixels[0]))
             out["change"] = float(_rms(px - self._first))
         return out
 
@@ -113,6 +118,16 @@ class ProgressProfiles:
     @property
     def bins(self) -> int:
         return int(self.speed.shape[0])
+
+    @property
+    def speed_floor(self) -> float:
+        """Added to feature speeds before their log ratio: 10% of the median normal speed."""
+        return max(0.1 * float(np.median(self.speed)), 1e-9)
+
+    @property
+    def motion_floor(self) -> float:
+        """Added to image motions before their log ratio: 10% of the median normal motion."""
+        return max(0.1 * float(np.median(self.motion)), 1e-9) if self.has_pixels else 1e-9
 
     @property
     def has_pixels(self) -> bool:
