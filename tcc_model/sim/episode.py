@@ -87,6 +87,22 @@ def pouring_phases(num_frames: int, key_events: dict[str, int]) -> np.ndarray:
     return np.searchsorted(frames, np.arange(num_frames), side="right")
 
 
+@dataclass
+class _Liquid:
+    """Liquid state carried from frame to frame, and the constants it is computed with."""
+
+    dt: float  # s per frame
+    cup_xy: np.ndarray
+    rim_inner_radius: float
+    cup_per_bottle: float  # cup fill gained per bottle fill poured
+    bottle_fill: float = 1.0
+    cup_fill: float = 0.0
+    puddle_radius: float = 0.0
+    puddle_xy: np.ndarray | None = None
+    flow_start: int | None = None
+    flow_end: int | None = None
+
+
 class PouringEpisode:
     """One randomised episode: scene, script and the per-frame simulation that renders it."""
 
@@ -207,115 +223,134 @@ class PouringEpisode:
         return self._run(renderer if render else None)
 
     def _run(self, renderer: OffscreenRenderer | None) -> EpisodeResult:
-        m, d, p, s, rng = self.model, self.data, self.scene, self.script, self.rng
+        m, d, p, s = self.model, self.data, self.scene, self.script
         T, dt = s.num_frames, s.frame_dt
         side = self.size if renderer is not None else 0
         frames = np.zeros((T, side, side, 3), np.uint8)
         flow = np.zeros(T, bool)
         spill = np.zeros(T, bool)
         on_table = np.zeros(T, bool)
-        bottle_fill, cup_fill, puddle_radius = 1.0, 0.0, 0.0
-        puddle_xy: np.ndarray | None = None
-        cup_per_bottle = (
-            (p.bottle_radius**2 * p.bottle_height) / (p.cup_radius**2 * p.cup_height) * 0.55
+        liquid = _Liquid(
+            dt=dt,
+            cup_xy=np.asarray(p.cup_xy),
+            rim_inner_radius=(p.cup_radius * p.cup_flare - 0.004) * 0.95,
+            cup_per_bottle=(
+                (p.bottle_radius**2 * p.bottle_height) / (p.cup_radius**2 * p.cup_height) * 0.55
+            ),
         )
-        flow_start: int | None = None
-        flow_end: int | None = None
         dropped = False
         substeps = max(1, round(dt / m.opt.timestep))
-        cup_xy = np.asarray(p.cup_xy)
-        rim_inner_radius = (p.cup_radius * p.cup_flare - 0.004) * 0.95
-        qpos = slice(self._qpos, self._qpos + 7)
         self.options.flags[mujoco.mjtVisFlag.mjVIS_STATIC] = 1
         for f in range(T):
             hand, tilt, grip = s.hand_pos[f], float(s.tilt[f]), float(s.grip[f])
             self._pose_robot(hand, tilt, grip)
-            # ---- bottle: held (kinematic), standing, or falling (physics)
-            if s.drop_frame is not None and f >= s.drop_frame:
-                if not dropped:
-                    dropped = True
-                    d.qvel[self._qvel : self._qvel + 3] = (hand - s.hand_pos[max(f - 1, 0)]) / dt
-                    d.qvel[self._qvel + 3 : self._qvel + 6] = rng.normal(0.0, 2.0, 3)
-                for _ in range(substeps):
-                    mujoco.mj_step(m, d)
-            else:
-                phase = s.fine_phase[f]
-                gripping = grip < p.bottle_radius + 0.01
-                held = (_GRASP < phase < _RELEASE) or (phase in (_GRASP, _RELEASE) and gripping)
-                if held:
-                    bottle_rotation = rot_y(tilt)
-                    base = hand - bottle_rotation @ [0.0, 0.0, s.grasp_height]
-                    base[2] = 0.0 if base[2] < 0.004 else base[2]
-                    d.qpos[qpos] = [*base, *quat_from_matrix(bottle_rotation)]
-                d.qvel[:] = 0.0
+            dropped = self._move_bottle(f, hand, tilt, grip, dropped, substeps)
             bottle_pos = d.qpos[self._qpos : self._qpos + 3].copy()
             axis = matrix_from_quat(d.qpos[self._qpos + 3 : self._qpos + 7])[:, 2]
             on_table[f] = not dropped and abs(bottle_pos[2]) < 4e-3 and axis[2] > 0.99
             mouth = bottle_pos + axis * p.bottle_total_height
             tilt_deg = float(np.degrees(np.arccos(np.clip(axis[2], -1.0, 1.0))))
-
-            # ---- liquid leaves the bottle above a fill-dependent tilt
-            threshold = flow_threshold_deg(bottle_fill)
-            flowing = tilt_deg > threshold and bottle_fill > 0.02 and not dropped
-            rate = 0.0
-            if flowing:
-                rate = float(np.clip((tilt_deg - threshold) / 40.0, 0.15, 1.0)) * dt * 0.5
-                bottle_fill -= rate
-                flow_start = f if flow_start is None else flow_start
-                flow_end = None
-            elif flow_start is not None and flow_end is None:
-                flow_end = f
-            flow[f] = flowing
-
-            # ---- ballistic stream: where does it land (liquid surface in the cup, or the table)?
-            velocity = axis * STREAM_SPEED + [0.0, 0.0, -STREAM_DOWN_SPEED]
-            arc = (
-                mouth
-                + _STREAM_TIMES[:, None] * velocity
-                + 0.5 * _STREAM_TIMES[:, None] ** 2 * _GRAVITY_VEC
-            )
-            # the stream enters the cup if it crosses the rim plane inside the rim
-            below_rim = np.flatnonzero(arc[:, 2] <= p.cup_height)
-            enters = len(below_rim) > 0 and (
-                np.linalg.norm(arc[below_rim[0], :2] - cup_xy) < rim_inner_radius
-            )
-            surface = 0.0105 + cup_fill * p.cup_height * 0.9 if enters else 0.0
-            hits = np.flatnonzero(arc[:, 2] <= surface)
-            k_hit = int(hits[0]) if len(hits) else len(_STREAM_TIMES) - 1
-            t_land = float(_STREAM_TIMES[k_hit])
-            if flowing:  # the head of the stream advances from the mouth
-                t_head, t_tail = min(t_land, (f - flow_start + 1) * dt * 1.5), 0.0
-            elif flow_end is not None and not dropped and (f - flow_end) * dt * 1.5 < t_land + 0.05:
-                t_head, t_tail = t_land, min(t_land, (f - flow_end + 1) * dt * 1.5)  # tail falls
-            else:
-                t_head = t_tail = 0.0
-            if t_head > t_tail:
-                self._draw_stream(
-                    mouth, velocity, t_tail, t_head, 0.004 + (0.003 if flowing else 0.0015)
-                )
-                if flowing:
-                    if enters:
-                        cup_fill = min(cup_fill + rate * cup_per_bottle, 0.95)
-                    else:
-                        spill[f] = True
-                        puddle_xy = arc[k_hit, :2] if puddle_xy is None else puddle_xy
-                        puddle_radius = min(puddle_radius + rate * 0.12, 0.12)
-            else:
-                self._hide_stream()
-            if dropped and tilt_deg > 75 and bottle_pos[2] < 0.06 and bottle_fill > 0.02:
+            flow[f], rate = self._pour(f, liquid, tilt_deg, dropped)
+            spill[f] = self._stream(f, liquid, mouth, axis, rate, dropped)
+            if dropped and tilt_deg > 75 and bottle_pos[2] < 0.06 and liquid.bottle_fill > 0.02:
                 # the fallen bottle empties onto the table
-                puddle_xy = mouth[:2] if puddle_xy is None else puddle_xy
-                puddle_radius = min(puddle_radius + dt * 0.05, 0.1)
-                bottle_fill -= dt * 0.3
-            self._set_cup_fill(cup_fill)
-            if puddle_xy is not None and puddle_radius > 0:
-                self._set_puddle(puddle_xy, puddle_radius)
+                liquid.puddle_xy = mouth[:2] if liquid.puddle_xy is None else liquid.puddle_xy
+                liquid.puddle_radius = min(liquid.puddle_radius + dt * 0.05, 0.1)
+                liquid.bottle_fill -= dt * 0.3
+            self._set_cup_fill(liquid.cup_fill)
+            if liquid.puddle_xy is not None and liquid.puddle_radius > 0:
+                self._set_puddle(liquid.puddle_xy, liquid.puddle_radius)
             mujoco.mj_kinematics(m, d)
             mujoco.mj_comPos(m, d)
             mujoco.mj_camlight(m, d)  # light directions: not part of mj_kinematics
             if renderer is not None:
                 frames[f] = self._render(renderer)
-        return self._result(frames, flow, spill, on_table, dropped, cup_fill)
+        return self._result(frames, flow, spill, on_table, dropped, liquid.cup_fill)
+
+    def _move_bottle(
+        self, f: int, hand: np.ndarray, tilt: float, grip: float, dropped: bool, substeps: int
+    ) -> bool:
+        """Bottle at frame ``f``: held (kinematic), standing, or falling (physics); dropped yet?"""
+        m, d, p, s = self.model, self.data, self.scene, self.script
+        if s.drop_frame is not None and f >= s.drop_frame:
+            if not dropped:
+                dropped = True
+                d.qvel[self._qvel : self._qvel + 3] = (
+                    hand - s.hand_pos[max(f - 1, 0)]
+                ) / s.frame_dt
+                d.qvel[self._qvel + 3 : self._qvel + 6] = self.rng.normal(0.0, 2.0, 3)
+            for _ in range(substeps):
+                mujoco.mj_step(m, d)
+            return dropped
+        phase = s.fine_phase[f]
+        gripping = grip < p.bottle_radius + 0.01
+        held = (_GRASP < phase < _RELEASE) or (phase in (_GRASP, _RELEASE) and gripping)
+        if held:
+            bottle_rotation = rot_y(tilt)
+            base = hand - bottle_rotation @ [0.0, 0.0, s.grasp_height]
+            base[2] = 0.0 if base[2] < 0.004 else base[2]
+            d.qpos[self._qpos : self._qpos + 7] = [*base, *quat_from_matrix(bottle_rotation)]
+        d.qvel[:] = 0.0
+        return dropped
+
+    def _pour(self, f: int, liquid: _Liquid, tilt_deg: float, dropped: bool) -> tuple[bool, float]:
+        """Liquid leaves the bottle above a fill-dependent tilt: ``(flowing, fraction poured)``."""
+        threshold = flow_threshold_deg(liquid.bottle_fill)
+        flowing = tilt_deg > threshold and liquid.bottle_fill > 0.02 and not dropped
+        rate = 0.0
+        if flowing:
+            rate = float(np.clip((tilt_deg - threshold) / 40.0, 0.15, 1.0)) * liquid.dt * 0.5
+            liquid.bottle_fill -= rate
+            liquid.flow_start = f if liquid.flow_start is None else liquid.flow_start
+            liquid.flow_end = None
+        elif liquid.flow_start is not None and liquid.flow_end is None:
+            liquid.flow_end = f
+        return bool(flowing), rate
+
+    def _stream(
+        self,
+        f: int,
+        liquid: _Liquid,
+        mouth: np.ndarray,
+        axis: np.ndarray,
+        rate: float,
+        dropped: bool,
+    ) -> bool:
+        """Draw the ballistic stream, fill the cup or grow the puddle (``rate > 0``: flowing).
+
+        Returns True when the flowing stream lands outside the cup (a spill)."""
+        p, dt, flowing = self.scene, liquid.dt, rate > 0.0
+        velocity = axis * STREAM_SPEED + [0.0, 0.0, -STREAM_DOWN_SPEED]
+        times = _STREAM_TIMES[:, None]
+        arc = mouth + times * velocity + 0.5 * times**2 * _GRAVITY_VEC
+        # the stream enters the cup if it crosses the rim plane inside the rim
+        below_rim = np.flatnonzero(arc[:, 2] <= p.cup_height)
+        enters = len(below_rim) > 0 and (
+            np.linalg.norm(arc[below_rim[0], :2] - liquid.cup_xy) < liquid.rim_inner_radius
+        )
+        surface = 0.0105 + liquid.cup_fill * p.cup_height * 0.9 if enters else 0.0
+        hits = np.flatnonzero(arc[:, 2] <= surface)
+        k_hit = int(hits[0]) if len(hits) else len(_STREAM_TIMES) - 1
+        t_land = float(_STREAM_TIMES[k_hit])
+        flow_start, flow_end = liquid.flow_start, liquid.flow_end
+        if flowing and flow_start is not None:  # the head of the stream advances from the mouth
+            t_head, t_tail = min(t_land, (f - flow_start + 1) * dt * 1.5), 0.0
+        elif flow_end is not None and not dropped and (f - flow_end) * dt * 1.5 < t_land + 0.05:
+            t_head, t_tail = t_land, min(t_land, (f - flow_end + 1) * dt * 1.5)  # tail falls
+        else:
+            t_head = t_tail = 0.0
+        if t_head <= t_tail:
+            self._hide_stream()
+            return False
+        self._draw_stream(mouth, velocity, t_tail, t_head, 0.004 + (0.003 if flowing else 0.0015))
+        if not flowing:
+            return False
+        if enters:
+            liquid.cup_fill = min(liquid.cup_fill + rate * liquid.cup_per_bottle, 0.95)
+            return False
+        liquid.puddle_xy = arc[k_hit, :2] if liquid.puddle_xy is None else liquid.puddle_xy
+        liquid.puddle_radius = min(liquid.puddle_radius + rate * 0.12, 0.12)
+        return True
 
     def _render(self, renderer: OffscreenRenderer) -> np.ndarray:
         """Render the current state from the episode camera, with a little camera shake."""

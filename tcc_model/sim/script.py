@@ -164,14 +164,10 @@ def _pour_position(
     return hand
 
 
-def _task_segments(
-    p: SceneParams, rng: np.random.Generator, anomaly: str | None, motion: MotionRanges
-) -> tuple[list[Segment], float, dict[str, Any]]:
-    """The nominal task as segments with randomised durations and natural pauses.
-
-    Every segment takes the same draws whatever ``motion`` says (the pause length is drawn
-    even when there is no pause), so other motion ranges change nothing else of the episode.
-    """
+def _keyframes(
+    p: SceneParams, rng: np.random.Generator, anomaly: str | None
+) -> tuple[dict[str, list[np.ndarray]], dict[str, Any]]:
+    """Hand states (position, tilt, grip) that each fine phase moves through, and the draws."""
     bx, by = p.bottle_xy
     sign = p.pour_sign
     grasp_height = p.bottle_height * rng.uniform(0.45, 0.65)
@@ -184,10 +180,8 @@ def _task_segments(
     pregrasp = grasp + np.array([0.0, rng.uniform(0.08, 0.13), rng.uniform(0.0, 0.05)])
     lifted = grasp + np.array([0.0, 0.0, lift])
     pour_extra_tilt = np.deg2rad(rng.uniform(0, 12))
-    onset = np.deg2rad(flow_threshold_deg(1.0))
-    pour = _pour_position(
-        p, rng, grasp_height, (onset, tilt_max + pour_extra_tilt), miss=anomaly == "miss"
-    )
+    tilts = (float(np.deg2rad(flow_threshold_deg(1.0))), float(tilt_max + pour_extra_tilt))
+    pour = _pour_position(p, rng, grasp_height, tilts, miss=anomaly == "miss")
     place = grasp + np.array([rng.uniform(-0.04, 0.04), rng.uniform(-0.03, 0.02), 0.0])
     above_place = place + np.array([0.0, 0.0, lift * 0.7])
     end = home + rng.uniform(-0.04, 0.04, 3)
@@ -218,6 +212,24 @@ def _task_segments(
             _state(end, 0, opened),
         ],
     }
+    drawn = {
+        "grasp_height": float(grasp_height),
+        "tilt_max_deg": float(np.rad2deg(tilt_max)),
+        "lift_height": float(lift),
+        "pour_position": [float(v) for v in pour],
+    }
+    return keyframes, drawn
+
+
+def _task_segments(
+    p: SceneParams, rng: np.random.Generator, anomaly: str | None, motion: MotionRanges
+) -> tuple[list[Segment], float, dict[str, Any]]:
+    """The nominal task as segments with randomised durations and natural pauses.
+
+    Every segment takes the same draws whatever ``motion`` says (the pause length is drawn
+    even when there is no pause), so other motion ranges change nothing else of the episode.
+    """
+    keyframes, drawn = _keyframes(p, rng, anomaly)
     speed = draw(rng, motion.speed)
     segments = []
     for phase in FINE_PHASES:
@@ -227,14 +239,14 @@ def _task_segments(
         pause_u, pause_seconds = rng.random(), draw(rng, motion.pause_seconds)
         if phase != "pour" and pause_u < motion.pause_probability:  # natural pause
             segments.append(Segment(phase, frames[-1:], pause_seconds))
-    params = {
-        "grasp_height": float(grasp_height),
-        "tilt_max_deg": float(np.rad2deg(tilt_max)),
-        "lift_height": float(lift),
+    params = {  # this key order is the one the episode labels are written in
+        "grasp_height": drawn["grasp_height"],
+        "tilt_max_deg": drawn["tilt_max_deg"],
+        "lift_height": drawn["lift_height"],
         "speed_factor": float(speed),
-        "pour_position": [float(v) for v in pour],
+        "pour_position": drawn["pour_position"],
     }
-    return segments, grasp_height, params
+    return segments, drawn["grasp_height"], params
 
 
 def _insert_anomaly(
@@ -261,6 +273,36 @@ def _insert_anomaly(
     if anomaly == "drop":
         return {"drop_fraction": float(rng.uniform(0.2, 0.8))}
     return {}
+
+
+def _follow_segments(
+    segments: list[Segment], seg_index: np.ndarray, eased: np.ndarray, bumps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame hand states ``[T, 5]``, fine phases and anomaly mask along ``segments``.
+
+    ``seg_index [T]``: each frame's segment; ``eased [T]``: its eased time within the segment;
+    ``bumps [S, 3]``: each segment's sideways bulge.
+    """
+    num_frames = len(seg_index)
+    states = np.zeros((num_frames, 5))
+    fine_phase = np.zeros(num_frames, dtype=np.int64)
+    anomaly_mask = np.zeros(num_frames, dtype=bool)
+    for k, seg in enumerate(segments):
+        frames = np.flatnonzero(seg_index == k)
+        states[frames] = seg.state_at(eased[frames])
+        if seg.moves:  # curved path, bulging in proportion to the distance (up to 10 cm)
+            bulge = bumps[k] * min(1.0, seg.path_length / 0.1)
+            states[frames, :3] += np.sin(np.pi * eased[frames])[:, None] * bulge
+        fine_phase[frames] = FINE_PHASES.index(seg.phase)
+        anomaly_mask[frames] = seg.anomalous
+    return states, fine_phase, anomaly_mask
+
+
+def _drop_frame(fine_phase: np.ndarray, unit_time: np.ndarray, fraction: float) -> int:
+    """First frame at ``fraction`` of the transport segment (or of transport, if none is)."""
+    transport = FINE_PHASES.index("transport")
+    late = (fine_phase == transport) & (unit_time >= fraction)
+    return int(np.argmax(late)) if late.any() else int(np.argmax(fine_phase >= transport))
 
 
 def make_script(
@@ -297,29 +339,18 @@ def make_script(
     seg_index = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(segments) - 1)
     eased = min_jerk((t - starts[seg_index]) / durations[seg_index])
 
-    states = np.zeros((num_frames, 5))
-    fine_phase = np.zeros(num_frames, dtype=np.int64)
-    anomaly_mask = np.zeros(num_frames, dtype=bool)
     bumps = rng.normal(0.0, 0.02, (len(segments), 3)) * [1.0, 1.0, 1.5]  # curved paths
-    for k, seg in enumerate(segments):
-        frames = np.flatnonzero(seg_index == k)
-        states[frames] = seg.state_at(eased[frames])
-        if seg.moves:  # curved path, bulging in proportion to the distance (up to 10 cm)
-            bulge = bumps[k] * min(1.0, seg.path_length / 0.1)
-            states[frames, :3] += np.sin(np.pi * eased[frames])[:, None] * bulge
-        fine_phase[frames] = FINE_PHASES.index(seg.phase)
-        anomaly_mask[frames] = seg.anomalous
-
+    states, fine_phase, anomaly_mask = _follow_segments(segments, seg_index, eased, bumps)
     drop_frame = None
     if anomaly == "drop":
-        transport = FINE_PHASES.index("transport")
         unit_time = (t - starts[seg_index]) / durations[seg_index]
-        late = (fine_phase == transport) & (unit_time >= info["drop_fraction"])
-        drop_frame = int(np.argmax(late)) if late.any() else int(np.argmax(fine_phase >= transport))
+        drop_frame = _drop_frame(fine_phase, unit_time, info["drop_fraction"])
         anomaly_mask[drop_frame:] = True
         info["drop_frame"] = drop_frame
 
     states[:, :3] += rng.normal(0.0, 0.0008, (num_frames, 3))  # hand tremor
+    params.update(duration_s=total, frame_dt_s=frame_dt, time_scale=frame_dt * fps)
+    params["clamped"] = num_frames != natural
     return MotionScript(
         hand_pos=states[:, :3],
         tilt=states[:, 3],
@@ -331,11 +362,5 @@ def make_script(
         anomaly=anomaly,
         drop_frame=drop_frame,
         anomaly_info=info,
-        params={
-            **params,
-            "duration_s": total,
-            "frame_dt_s": frame_dt,
-            "time_scale": frame_dt * fps,
-            "clamped": num_frames != natural,
-        },
+        params=params,
     )
