@@ -10,8 +10,9 @@ reference implementation's protocol exactly:
   trained on the *first* ``max(1, int(f * N))`` training videos; frame accuracy on all val frames.
 * :func:`few_shot_classification`: the same SVC on ``k`` random training videos, 50 episodes per
   ``k``, one ``RandomState(42)`` permutation stream (identical to ``np.random.seed(42)``).
-* :func:`phase_progression`: per key event an OLS regression of ``(t - t_k) / L`` (``t_k`` = last
-  frame of phase ``k``), mean R² over events on the validation frames.
+* :func:`phase_progression` (:mod:`tcc_model.progression`): per key event an OLS regression of
+  ``(t - t_k) / L`` (``t_k`` = last frame of phase ``k``), mean R² over events on the validation
+  frames.
 
 Where the reference crashes (a phase missing from a video, a one-class training set, too few
 videos) these functions skip explicitly and report what was skipped and why.
@@ -27,59 +28,18 @@ import numpy as np
 from scipy import stats
 from scipy.spatial.distance import cdist
 
+from tcc_model.evaluation_inputs import _check_embs_list, _check_labels_list, _first_n_videos
+from tcc_model.progression import (  # re-exported: one module for every protocol
+    ProgressionResult,  # noqa: F401
+    phase_progression,  # noqa: F401
+    progression_targets,  # noqa: F401
+)
+
 DISTANCES = ("sqeuclidean", "cosine")
 CLASSIFICATION_FRACTIONS = (0.1, 0.5, 1.0)
 FEW_SHOT_NUM_LABELED = tuple(range(1, 11))
 FEW_SHOT_EPISODES = 50
 FEW_SHOT_SEED = 42
-
-
-# --------------------------------------------------------------------------------------------
-# Input validation
-
-
-def _check_embs_list(embs_list: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
-    out = []
-    dim = None
-    for i, embs in enumerate(embs_list):
-        arr = np.asarray(embs)
-        if arr.ndim != 2 or arr.shape[0] == 0:
-            raise ValueError(
-                f"{name}[{i}] must be a non-empty [num_frames, dim] array, got shape {arr.shape}"
-            )
-        if not np.issubdtype(arr.dtype, np.floating):
-            arr = arr.astype(np.float64)
-        if dim is None:
-            dim = arr.shape[1]
-        elif arr.shape[1] != dim:
-            raise ValueError(
-                f"{name}[{i}] has embedding dim {arr.shape[1]}, expected {dim} like {name}[0]"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name}[{i}] contains NaN/inf; check the model that produced it")
-        out.append(arr)
-    return out
-
-
-def _check_labels_list(
-    labels_list: Sequence[np.ndarray], embs_list: Sequence[np.ndarray], name: str
-) -> list[np.ndarray]:
-    if len(labels_list) != len(embs_list):
-        raise ValueError(
-            f"{name} has {len(labels_list)} videos but the embeddings have {len(embs_list)}"
-        )
-    out = []
-    for i, (labels, embs) in enumerate(zip(labels_list, embs_list)):
-        arr = np.asarray(labels)
-        if arr.ndim != 1 or arr.shape[0] != embs.shape[0]:
-            raise ValueError(
-                f"{name}[{i}] must be a [num_frames] array of {embs.shape[0]} phase ids, "
-                f"got shape {arr.shape}"
-            )
-        if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0):
-            raise ValueError(f"{name}[{i}] must hold non-negative integer phase ids")
-        out.append(arr.astype(np.int64))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,10 +127,6 @@ def _fit_svc_accuracy(
     return float(np.mean(model.predict(val_x) == val_y)), None
 
 
-def _first_n_videos(num_videos: int, fraction: float) -> int:
-    return max(1, int(fraction * num_videos))
-
-
 def phase_classification(
     train_embs: Sequence[np.ndarray],
     train_labels: Sequence[np.ndarray],
@@ -240,6 +196,31 @@ def _mean_t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[floa
     return mean, float(low), float(high)
 
 
+def _few_shot_accuracies(
+    rng: np.random.RandomState,
+    k: int,
+    episodes: int,
+    train_embs: list[np.ndarray],
+    train_labels: list[np.ndarray],
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+) -> list[float]:
+    """Validation accuracy of each episode on ``k`` random training videos (single-phase
+    episodes are left out)."""
+    accuracies = []
+    for _ in range(episodes):
+        chosen = rng.permutation(len(train_embs))[:k]
+        acc, _reason = _fit_svc_accuracy(
+            np.concatenate([train_embs[c] for c in chosen]),
+            np.concatenate([train_labels[c] for c in chosen]),
+            val_x,
+            val_y,
+        )
+        if acc is not None:
+            accuracies.append(acc)
+    return accuracies
+
+
 def few_shot_classification(
     train_embs: Sequence[np.ndarray],
     train_labels: Sequence[np.ndarray],
@@ -280,19 +261,8 @@ def few_shot_classification(
                 k, None, None, None, 0, episodes, f"only {num_train} training videos (< {k})"
             )
             continue
-        accuracies, skipped = [], 0
-        for _ in range(episodes):
-            chosen = rng.permutation(num_train)[:k]
-            acc, reason = _fit_svc_accuracy(
-                np.concatenate([train_embs[c] for c in chosen]),
-                np.concatenate([train_labels[c] for c in chosen]),
-                val_x,
-                val_y,
-            )
-            if reason is None:
-                accuracies.append(acc)
-            else:
-                skipped += 1
+        accuracies = _few_shot_accuracies(rng, k, episodes, train_embs, train_labels, val_x, val_y)
+        skipped = episodes - len(accuracies)
         if not accuracies:
             results[k] = FewShotResult(
                 k, None, None, None, 0, skipped, "every episode had a single training phase"
@@ -300,122 +270,4 @@ def few_shot_classification(
             continue
         mean, low, high = _mean_t_interval(np.asarray(accuracies))
         results[k] = FewShotResult(k, mean, low, high, len(accuracies), skipped, None, accuracies)
-    return results
-
-
-# --------------------------------------------------------------------------------------------
-# Phase progression
-
-
-def progression_targets(labels: np.ndarray, num_phases: int) -> np.ndarray:
-    """Per-frame regression targets ``[T, num_phases - 1]``: ``(t - t_k) / T`` for key event ``k``.
-
-    ``t_k`` is the last frame labelled ``k`` (the reference's definition). Columns of events
-    whose phase does not occur in the video are NaN.
-    """
-    labels = np.asarray(labels)
-    length = len(labels)
-    num_events = num_phases - 1
-    frames = np.arange(length)
-    # Last frame of each phase, vectorised: max frame index over the frames with that label.
-    last = np.full(max(num_phases, 1), -1, dtype=np.int64)
-    np.maximum.at(last, labels[labels < num_phases], frames[labels < num_phases])
-    t_k = last[:num_events].astype(np.float64)
-    t_k[t_k < 0] = np.nan
-    return (frames[:, None] - t_k[None, :]) / float(length)
-
-
-@dataclass
-class ProgressionResult:
-    """Mean R² over key events; per-event R² and the (video, event) pairs that were skipped."""
-
-    value: float | None
-    per_event_r2: list[float | None]
-    num_train_videos: int
-    skipped_train: list[tuple[int, int]]
-    skipped_val: list[tuple[int, int]]
-    skipped: str | None = None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["skipped_train"] = [list(p) for p in self.skipped_train]
-        d["skipped_val"] = [list(p) for p in self.skipped_val]
-        return d
-
-
-def _stack_event_data(
-    embs_list: list[np.ndarray], labels_list: list[np.ndarray], num_phases: int
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-    x = np.concatenate(embs_list)
-    y = np.concatenate([progression_targets(lab, num_phases) for lab in labels_list])
-    missing = [
-        (v, k)
-        for v, lab in enumerate(labels_list)
-        for k in range(num_phases - 1)
-        if not np.any(lab == k)
-    ]
-    return x, y, missing
-
-
-def phase_progression(
-    train_embs: Sequence[np.ndarray],
-    train_labels: Sequence[np.ndarray],
-    val_embs: Sequence[np.ndarray],
-    val_labels: Sequence[np.ndarray],
-    num_phases: int | None = None,
-    fractions: Sequence[float] = (1.0,),
-) -> dict[float, ProgressionResult]:
-    """Phase-progression R² per training fraction (the reference reports ``f = 1.0``).
-
-    With ``K = num_phases`` (default: the largest label + 1 over both splits) there are ``K - 1``
-    key events. One ``LinearRegression`` per event maps a frame embedding to ``(t - t_k) / L``;
-    the score is the mean over events of sklearn's R² on the concatenated validation frames. A
-    video missing phase ``k`` is left out of event ``k`` only (listed in ``skipped_train`` /
-    ``skipped_val`` as ``(video_index, event)``); an event with no train or val data is left out of
-    the mean (``per_event_r2`` holds None).
-    """
-    from sklearn.linear_model import LinearRegression
-
-    train_embs = _check_embs_list(train_embs, "train_embs")
-    val_embs = _check_embs_list(val_embs, "val_embs")
-    train_labels = _check_labels_list(train_labels, train_embs, "train_labels")
-    val_labels = _check_labels_list(val_labels, val_embs, "val_labels")
-    if num_phases is None:
-        all_labels = [lab for lab in (*train_labels, *val_labels) if lab.size]
-        num_phases = int(max((lab.max() for lab in all_labels), default=0)) + 1
-    results: dict[float, ProgressionResult] = {}
-    for f in fractions:
-        if not 0.0 < f <= 1.0:
-            raise ValueError(f"fractions must lie in (0, 1], got {f}")
-        if num_phases < 2 or not train_embs or not val_embs:
-            reason = (
-                f"need >= 2 phases for a key event, got {num_phases}"
-                if num_phases < 2
-                else f"empty {'train' if not train_embs else 'val'} split"
-            )
-            results[f] = ProgressionResult(None, [], 0, [], [], reason)
-            continue
-        n = _first_n_videos(len(train_embs), f)
-        train_x, train_y, skipped_train = _stack_event_data(
-            train_embs[:n], train_labels[:n], num_phases
-        )
-        val_x, val_y, skipped_val = _stack_event_data(val_embs, val_labels, num_phases)
-        per_event: list[float | None] = []
-        for k in range(num_phases - 1):
-            train_rows = ~np.isnan(train_y[:, k])
-            val_rows = ~np.isnan(val_y[:, k])
-            if train_rows.sum() < 2 or val_rows.sum() < 2:
-                per_event.append(None)
-                continue
-            model = LinearRegression().fit(train_x[train_rows], train_y[train_rows, k])
-            per_event.append(float(model.score(val_x[val_rows], val_y[val_rows, k])))
-        scored = [r for r in per_event if r is not None]
-        results[f] = ProgressionResult(
-            float(np.mean(scored)) if scored else None,
-            per_event,
-            n,
-            skipped_train,
-            skipped_val,
-            None if scored else "no key event had both train and val frames",
-        )
     return results
