@@ -128,7 +128,7 @@ def _time_step(
     return enc_times, head_times
 
 
-def _percentiles_ms(times: Sequence[float]) -> tuple[float, float]:
+def _percentiles_ms(times: Sequence[float] | np.ndarray) -> tuple[float, float]:
     arr = np.asarray(times) * 1e3
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
@@ -138,6 +138,32 @@ def _available_backends(manifest: dict[str, Any]) -> list[str]:
     if _tensorrt_available(manifest) is None:
         backends.insert(0, "tensorrt")
     return backends
+
+
+def _result_row(
+    enc_times: Sequence[float], head_times: Sequence[float], flops_per_frame: float, batch: int
+) -> dict[str, float]:
+    """Latency percentiles, throughput and achieved GFLOP/s of one timed configuration."""
+    p50, p99 = _percentiles_ms(np.add(enc_times, head_times))
+    return {
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "encoder_p50_ms": _percentiles_ms(enc_times)[0],
+        "head_p50_ms": _percentiles_ms(head_times)[0],
+        "frames_per_s": batch / (p50 / 1e3),
+        "gflop_per_frame": flops_per_frame / 1e9,
+        "gflops": flops_per_frame * batch / (p50 / 1e3) / 1e9,
+    }
+
+
+def _machine(load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """Platform, CPU count and the load averages before and after the benchmark."""
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+    }
 
 
 def run_benchmark(
@@ -163,17 +189,14 @@ def run_benchmark(
     head_flops = _graph_flops(bundle / manifest["variants"]["fp32"]["head"])
     load_start = os.getloadavg()
     peaks = {str(t): gemm_peak_gflops(t, gemm_size) for t in threads}
-
-    max_batch = max(batches)
-    history = stride * (k - 1) + max_batch
+    history = stride * (k - 1) + max(batches)
     frames = synthetic_frames(history, size)
     results = []
     for backend in backends:
-        variants = ["fp32"] + (
-            ["int8"] if backend == "onnxruntime" and "int8" in manifest["variants"] else []
-        )
-        for variant in variants:
+        int8 = backend == "onnxruntime" and "int8" in manifest["variants"]
+        for variant in ["fp32", "int8"] if int8 else ["fp32"]:
             encoder_flops = _graph_flops(bundle / manifest["variants"][variant]["encoder"])
+            flops_per_frame = encoder_flops + head_flops
             for n_threads in threads:
                 engine = load_bundle(bundle, backend=backend, threads=n_threads, variant=variant)
                 cached = engine.encode_frames(frames)  # features of the whole history
@@ -182,9 +205,6 @@ def run_benchmark(
                     enc_times, head_times = _time_step(
                         engine, frames[-batch:], cached[idx], warmup, repeats
                     )
-                    step = np.add(enc_times, head_times)
-                    p50, p99 = _percentiles_ms(step)
-                    flops = (encoder_flops + head_flops) * batch
                     results.append(
                         {
                             "backend": backend,
@@ -192,13 +212,7 @@ def run_benchmark(
                             "variant": variant,
                             "threads": n_threads,
                             "batch": batch,
-                            "p50_ms": p50,
-                            "p99_ms": p99,
-                            "encoder_p50_ms": _percentiles_ms(enc_times)[0],
-                            "head_p50_ms": _percentiles_ms(head_times)[0],
-                            "frames_per_s": batch / (p50 / 1e3),
-                            "gflop_per_frame": (encoder_flops + head_flops) / 1e9,
-                            "gflops": flops / (p50 / 1e3) / 1e9,
+                            **_result_row(enc_times, head_times, flops_per_frame, batch),
                             "gemm_peak_gflops": peaks[str(n_threads)],
                         }
                     )
@@ -209,12 +223,7 @@ def run_benchmark(
         "gemm_size": gemm_size,
         "gemm_peak_gflops": peaks,
         "repeats": repeats,
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
-        },
+        "machine": _machine(load_start),
         "results": results,
     }
 

@@ -210,6 +210,65 @@ def _ort_gpu_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def _choose_backend(backend: str, variant: str, use_gpu: bool, manifest: dict[str, Any]) -> str:
+    """``backend`` itself, or for ``auto``: TensorRT on a GPU, else ONNX Runtime, else torch."""
+    if backend != "auto":
+        return backend
+    if variant == "fp32" and use_gpu and _tensorrt_available(manifest) is None:
+        return "tensorrt"
+    try:
+        import onnxruntime  # noqa: F401
+
+        return "onnxruntime"
+    except ImportError:
+        return "torch"
+
+
+def _open_runner(
+    chosen: str,
+    bundle: Path,
+    manifest: dict[str, Any],
+    variant: str,
+    threads: int,
+    device: str | None,
+    device_name: str,
+    model_builder: Callable[[dict[str, Any]], Any],
+) -> Runner:
+    """The runner of backend ``chosen``; BundleError when it cannot run ``variant`` here.
+
+    ``device``: as given to :func:`load_bundle`; ``device_name``: the one it resolved to.
+    """
+    use_gpu = device_name.startswith("cuda")
+    if chosen == "tensorrt":
+        reason = _tensorrt_available(manifest) or (None if use_gpu else f"device is {device!r}")
+        if reason:
+            raise BundleError(
+                f"backend 'tensorrt' is unavailable: {reason}; use backend='onnxruntime' or 'auto'"
+            )
+        if variant != "fp32":
+            raise BundleError(
+                "backend 'tensorrt' uses the precision its engines were built with;"
+                " pass variant='fp32'"
+            )
+        return TensorRTRunner(bundle, manifest, device_name)
+    if chosen == "onnxruntime":
+        return OnnxRuntimeRunner(
+            bundle, manifest, variant, threads, use_gpu and _ort_gpu_available()
+        )
+    if variant != "fp32":
+        raise BundleError(
+            "backend 'torch' runs the fp32 weights only; pass variant='fp32' "
+            "or use backend='onnxruntime' for int8"
+        )
+    import safetensors  # noqa: F401  (its SafetensorError, for library_load_errors)
+
+    from tcc_model.utils import pick_device
+
+    weights = bundle / str(manifest.get("weights") or "model.safetensors")
+    with wrap_errors(BundleError, weights, REEXPORT, extra=library_load_errors()):
+        return TorchRunner(bundle, manifest, threads, pick_device(device), model_builder)
+
+
 def load_bundle(
     path: str | os.PathLike,
     backend: str = "auto",
@@ -245,52 +304,9 @@ def load_bundle(
     # live node does not need): a GPU counts when ONNX Runtime or TensorRT can use one.
     device_name = str(device) if device is not None else _default_device_name()
     use_gpu = device_name.startswith("cuda")
-    chosen = backend
-    if backend == "auto":
-        if variant == "fp32" and use_gpu and _tensorrt_available(manifest) is None:
-            chosen = "tensorrt"
-        else:
-            try:
-                import onnxruntime  # noqa: F401
-
-                chosen = "onnxruntime"
-            except ImportError:
-                chosen = "torch"
-    if chosen == "tensorrt":
-        reason = _tensorrt_available(manifest) or (None if use_gpu else f"device is {device!r}")
-        if reason:
-            raise BundleError(
-                f"backend 'tensorrt' is unavailable: {reason}; use backend='onnxruntime' or 'auto'"
-            )
-        if variant != "fp32":
-            raise BundleError(
-                "backend 'tensorrt' uses the precision its engines were built with;"
-                " pass variant='fp32'"
-            )
-        runner: Runner = TensorRTRunner(bundle, manifest, device_name)
-    elif chosen == "onnxruntime":
-        runner = OnnxRuntimeRunner(
-            bundle, manifest, variant, threads, use_gpu and _ort_gpu_available()
-        )
-    else:
-        if variant != "fp32":
-            raise BundleError(
-                "backend 'torch' runs the fp32 weights only; pass variant='fp32' "
-                "or use backend='onnxruntime' for int8"
-            )
-        import safetensors  # noqa: F401  (its SafetensorError, for library_load_errors)
-
-        from tcc_model.utils import pick_device
-
-        weights = bundle / str(manifest.get("weights") or "model.safetensors")
-        with wrap_errors(BundleError, weights, REEXPORT, extra=library_load_errors()):
-            runner = TorchRunner(
-                bundle,
-                manifest,
-                threads,
-                pick_device(device),
-                model_builder or default_model_builder,
-            )
+    chosen = _choose_backend(backend, variant, use_gpu, manifest)
+    builder = model_builder or default_model_builder
+    runner = _open_runner(chosen, bundle, manifest, variant, threads, device, device_name, builder)
     with wrap_errors(BundleError, bundle / "bundle.yaml", REEXPORT):
         engine = InferenceEngine(bundle, manifest, runner, variant)
     log = LOG.info if backend == "auto" else LOG.debug

@@ -28,6 +28,11 @@ class EpisodeScore:
         return asdict(self)
 
 
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of ``values`` where ``mask`` holds; NaN when it holds nowhere."""
+    return float(np.mean(values[mask])) if mask.any() else float("nan")
+
+
 def score_episode(
     name: str,
     *,
@@ -60,17 +65,9 @@ def score_episode(
         if arr.size != n:
             raise ValueError(f"{key} has {arr.size} frames, pred_progress has {n}")
     valid = np.isfinite(pred_progress)
-    mae = (
-        float(np.mean(np.abs(pred_progress[valid] - arrays["gt_progress"][valid])))
-        if valid.any()
-        else float("nan")
-    )
+    mae = _masked_mean(np.abs(pred_progress - arrays["gt_progress"]), valid)
     labelled = (arrays["gt_phase"] >= 0) & valid
-    phase_acc = (
-        float(np.mean(arrays["pred_phase"][labelled] == arrays["gt_phase"][labelled]))
-        if labelled.any()
-        else float("nan")
-    )
+    phase_acc = _masked_mean(arrays["pred_phase"] == arrays["gt_phase"], labelled)
     alarms = np.flatnonzero(arrays["pred_alarm"])
     mask = np.asarray(gt_anomaly_mask, dtype=bool) if gt_anomaly_mask is not None else None
     onset = int(np.flatnonzero(mask)[0]) if mask is not None and mask.any() else -1
