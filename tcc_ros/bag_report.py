@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tcc_model.reporting import fmt
 
 #: Per-episode timeline PNGs written at most (the overview shows every episode).
@@ -52,29 +50,8 @@ def markdown(report: dict[str, Any]) -> str:
 def write_plots(
     timelines: Sequence[Any], out: Path, max_timelines: int = DEFAULT_MAX_TIMELINES
 ) -> list[str]:
-    """Overview of all episodes, one timeline per episode (at most ``max_timelines``) and the
-    phase confusion over every frame; returns the paths relative to ``out``."""
-    from tcc_model.visualize import (
-        plot_episode_timeline,
-        plot_phase_confusion,
-        plot_timeline_overview,
-    )
+    """Overview of all episodes, the phase confusion over every frame and one timeline per
+    episode (at most ``max_timelines``); returns the paths relative to ``out``."""
+    from tcc_model.visualize import write_monitor_plots
 
-    if not timelines:
-        return []
-    written = [plot_timeline_overview(timelines, out / "progress_curves.png")]
-    for tl in timelines[:max_timelines]:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in tl.name)
-        written.append(plot_episode_timeline(tl, out / "timelines" / f"{safe}.png"))
-    labelled = [tl for tl in timelines if tl.true_phase is not None and tl.phase is not None]
-    if labelled and labelled[0].phase_names:
-        written.append(
-            plot_phase_confusion(
-                np.concatenate([tl.true_phase for tl in labelled]),
-                np.concatenate([tl.phase for tl in labelled]),
-                labelled[0].phase_names,
-                out / "phase_confusion.png",
-                title="monitor phase, replayed",
-            )
-        )
-    return [str(Path(p).relative_to(out)) for p in written]
+    return write_monitor_plots(timelines, out, max_timelines, "monitor phase, replayed")

@@ -281,8 +281,9 @@ def test_evaluate_bag_reports_per_episode_with_monitor_settings_from_the_params_
     assert report["kendalls_tau"] is not None
     assert report["monitor_config"]["window"] == 48  # from the params file
     assert report["monitor_config"]["skip_threshold"] == 1.0  # from the bundle's calibration
-    for name in ("progress_curves.png", "timelines/ep0.png", "timelines/ep1.png",
-                 "phase_confusion.png"):  # fmt: skip
+    plots = ["progress_curves.png", "phase_confusion.png", "timelines/ep0.png", "timelines/ep1.png"]
+    assert report["plots"] == plots  # the same pictures, in the same order, as the live report
+    for name in plots:
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"wrote: report {out}")
     params.write_text("/**/progress_monitor:\n  ros__parameters:\n    monitor:\n      window: 2\n")
