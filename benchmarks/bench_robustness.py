@@ -190,6 +190,7 @@ class _Model:
         from tcc_model import robustness as rb
 
         self.engine, self.train, self.stats = engine, embedded[0], {}
+        self.fired: dict[str, list[str]] = {}  # per set: the detector of each false alarm
         phase_names = list(train[0].labels.phase_names)
         self.probes = rb.ProtocolProbes(
             [m.embeddings for m in embedded[0]],
@@ -220,7 +221,9 @@ class _Model:
             [e.name for e in eps], [m.embeddings for m in embedded], [m.phase_ids for m in embedded]
         )
         if self.monitor is not None:
-            rb.add_stream_records(stats, replay(self.monitor, embedded))
+            records = replay(self.monitor, embedded)
+            rb.add_stream_records(stats, records)
+            self.fired[name] = [r["detector"] for r in records if r["false_alarm"]]
         self.stats[name] = stats
 
     def rows(self, args: argparse.Namespace) -> dict[str, Any]:
@@ -289,7 +292,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             "calibration": calibration_summary(model.calibration, args),
             "resamples": args.resamples,
             "rows": model.rows(args),
-            "calibration_check": calibration_check(model.stats) if model.monitor else None,
+            "calibration_check": calibration_check(model.stats, model.fired)
+            if model.monitor
+            else None,
         }
         for bundle, model in zip(args.bundle, models)
     ]

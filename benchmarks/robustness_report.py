@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from typing import Any
 
 CONTROL = "control"
@@ -35,9 +36,12 @@ def calibration_summary(cal: dict[str, Any], args: argparse.Namespace) -> dict[s
     }
 
 
-def calibration_check(stats: dict[str, Any], level: float = 0.95) -> dict[str, Any]:
+def calibration_check(
+    stats: dict[str, Any], fired: dict[str, list[str]] | None = None, level: float = 0.95
+) -> dict[str, Any]:
     """False alarms of the calibrated monitor on each shifted set's normal episodes.
 
+    ``fired``: per set, the detector that raised each false alarm (counted per detector).
     ``single_factor_pooled``: the single-factor sets together, with the one-sided
     Clopper-Pearson upper bound (``level``) of the rate per 100 episodes (16 episodes alone
     cannot show 2 per 100).
@@ -45,7 +49,11 @@ def calibration_check(stats: dict[str, Any], level: float = 0.95) -> dict[str, A
     from scipy.stats import beta
 
     per_set = {
-        name: {"false_alarms": int(st.stream["alarms"].sum()), "episodes": len(st)}
+        name: {
+            "false_alarms": int(st.stream["alarms"].sum()),
+            "episodes": len(st),
+            "detectors": dict(Counter((fired or {}).get(name, []))),
+        }
         for name, st in stats.items()
         if st.stream
     }
@@ -65,6 +73,10 @@ def calibration_check(stats: dict[str, Any], level: float = 0.95) -> dict[str, A
     }
 
 
+def _by_detector(counts: dict[str, int] | None) -> str:
+    return f" ({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))})" if counts else ""
+
+
 def calibration_line(report: dict[str, Any]) -> str:
     """One line: the calibration and its false alarms on every shifted set."""
     check, cal = report["calibration_check"], report["calibration"]
@@ -72,7 +84,10 @@ def calibration_line(report: dict[str, Any]) -> str:
     return (
         f"{report['bundle']}: calibration ({cal['source']}, {cal['episodes']} normal episodes, "
         f"rate {cal['false_alarm_rate']}) checked against "
-        + ", ".join(f"{k} {v['false_alarms']}/{v['episodes']}" for k, v in check["per_set"].items())
+        + ", ".join(
+            f"{k} {v['false_alarms']}/{v['episodes']}" + _by_detector(v.get("detectors"))
+            for k, v in check["per_set"].items()
+        )
         + f" false alarms; single factors pooled: {pooled['per_100']:.1f} per 100 "
         f"(95% upper bound {pooled['upper_95_per_100']:.1f})"
     )

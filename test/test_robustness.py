@@ -131,9 +131,21 @@ def test_calibration_check_counts_alarms_per_set_and_bounds_the_pooled_rate() ->
         "motion": _with_alarms(names, [False] * 16),
         "all": _with_alarms(names, [True] * 4 + [False] * 12),  # not a single factor
     }
-    check = report(stats)
+    check = report(stats, {"lighting": ["stillness"], "all": ["stillness", "appearance"] * 2})
     assert check["factors"] == ["lighting", "motion", "all"]
-    assert check["per_set"]["lighting"] == {"false_alarms": 1, "episodes": 16}
+    assert check["per_set"]["lighting"] == {
+        "false_alarms": 1,
+        "episodes": 16,
+        "detectors": {"stillness": 1},
+    }
+    assert check["per_set"]["all"]["detectors"] == {"stillness": 2, "appearance": 2}
+    assert check["per_set"]["motion"]["detectors"] == {}
+    cal = {"source": "the bundle's references.json", "episodes": 109, "false_alarm_rate": 0.01}
+    line = _bench_module().calibration_line(
+        {"bundle": "b", "calibration": cal, "calibration_check": check}
+    )
+    assert "lighting 1/16 (stillness 1), motion 0/16, all 4/16 (appearance 2, stillness 2)" in line
+    assert "pooled: 3.1 per 100" in line
     assert check["per_set"]["all"]["false_alarms"] == 4
     pooled = check["single_factor_pooled"]
     assert (pooled["false_alarms"], pooled["episodes"]) == (1, 32)
