@@ -24,16 +24,18 @@ earlier frames (:func:`lagged_features`; fitted on labelled normal videos by
 :func:`calibrate` measured it clearly more accurate on the calibration episodes.
 
 Anomalies (:data:`DETECTORS`, switched by ``MonitorConfig.detectors``; the result names the
-detector that fired): ``off_trajectory`` (distance to the aligned band), ``stillness`` (the image
-stands still where normal runs move: a stall), ``direction`` (the embedding moves against the
-normal direction at that progress: a reversal), ``appearance`` (the scene changed since the
-episode's first frame more than normal runs at that progress: drops, misses, spills),
-``phase_skip`` (the committed phase jumped over a phase whose probability stayed low), and the
-progress-based ``progress_stall`` / ``progress_backwards``. The image detectors compare with
-per-progress normal profiles (:mod:`~tcc_model.stream.profiles`) fitted by :func:`calibrate`;
-thresholds are split-conformal on the per-episode maxima of normal episodes
-(:mod:`~tcc_model.stream.thresholds`), and a detector calibration cannot support is reported
-off with the reason (``ProgressMonitor.detector_states``), never dropped silently.
+detector that fired): ``off_trajectory`` (distance to the aligned band), ``stillness`` (feature and
+image motion far below the normal motion at that progress, accumulated: a stall),
+``appearance`` (the scene changed since the episode's first frame more than normal runs at that
+progress: drops, misses, spills) and ``progress_backwards`` (the aligned progress fell from its
+peak) by default; ``direction`` (the embedding moves against the normal direction at that
+progress), ``phase_skip`` (the committed phase jumped over a phase whose probability stayed low)
+and ``progress_stall`` on request. The image detectors compare with per-progress normal profiles
+(:mod:`~tcc_model.stream.profiles`) fitted by :func:`calibrate`; thresholds come from the
+per-episode maxima of normal episodes (:mod:`~tcc_model.stream.thresholds`: a robust tail per
+detector by default), and a detector calibration cannot support is reported off with the reason
+(``ProgressMonitor.detector_states``), never dropped silently. A running monitor takes new
+runtime settings with ``update_settings`` (:data:`RUNTIME_SETTINGS`).
 
 Modules: :mod:`~tcc_model.stream.references` (reference I/O), :mod:`~tcc_model.stream.phase`
 (phase classifier and tracker), :mod:`~tcc_model.stream.features` (feature cache),
