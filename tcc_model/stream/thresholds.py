@@ -1,7 +1,8 @@
 """Thresholds from the per-episode maxima of the detector statistics on normal episodes.
 
 * ``tail`` (the default): per detector, an exponential tail fitted robustly to its per-episode
-  maxima (location: their median ``u``; scale: the median excess over ``u`` / ln 2), and the
+  maxima (location: their median ``u``; scale: the median excess over ``u`` / ln 2, widened for
+  its estimation noise: :func:`tail_upper`), and the
   threshold where that tail reaches rate / number of detectors:
   ``u + scale x ln(0.5 x detectors / rate)``. Medians make it robust to outlying calibration
   episodes, and each detector gets its own threshold, so one detector's heavy tail never raises
@@ -65,7 +66,10 @@ def tail_upper(scores: Sequence[float], alpha: float) -> float:
     """Upper ``1 - alpha`` quantile of an exponential tail fitted robustly to ``scores``.
 
     Location ``u`` = the median, scale = median excess over ``u`` / ln 2 (the exponential's
-    median excess), bound ``u + scale x ln(0.5 / alpha)``: one outlying score moves neither.
+    median excess) x ``1 + 1 / sqrt(m)`` for ``m`` excesses, bound ``u + scale x ln(0.5 / alpha)``:
+    one outlying score moves neither. The factor pays for the scale's estimation noise: without
+    it, on exponential maxima of 110 episodes, fresh episodes exceeded a 1% bound 1.5% of the
+    time; with it 0.9% (a 5% bound: 6.1% and 3.9%).
     """
     values = np.asarray(scores, dtype=np.float64)
     if values.size == 0:
@@ -73,6 +77,7 @@ def tail_upper(scores: Sequence[float], alpha: float) -> float:
     u = float(np.median(values))
     excess = values[values > u] - u
     scale = float(np.median(excess)) / math.log(2.0) if excess.size else 0.0
+    scale *= 1.0 + 1.0 / math.sqrt(max(excess.size, 1))
     return u + scale * math.log(0.5 / min(alpha, 0.5))
 
 

@@ -1,0 +1,47 @@
+"""The default calibration method: a robust exponential tail per detector."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tcc_model.stream import tail_upper, thresholds_from_maxima
+
+
+def test_the_tail_bound_has_its_rate_on_exponential_maxima_and_ignores_one_outlier():
+    rng = np.random.default_rng(0)
+    scores = 1.0 + rng.exponential(0.5, size=110)
+    bound = tail_upper(scores, 0.01)
+    assert bound == pytest.approx(1.0 + 0.5 * math.log(100), rel=0.3)  # true 99% quantile
+    with_outlier = np.append(scores[:-1], 50.0)  # one broken calibration run
+    assert tail_upper(with_outlier, 0.01) == pytest.approx(bound, rel=0.05)
+    assert np.max(with_outlier) > 10 * bound  # a conformal bound at 1% would be this maximum
+
+
+def test_tail_thresholds_keep_the_false_alarm_rate_on_fresh_normal_episodes():
+    rng = np.random.default_rng(1)
+    names = ["off_trajectory", "stillness", "appearance"]
+
+    def draw(n: int) -> np.ndarray:  # per-episode maxima with different offsets and tails
+        return [0.5, 2.0, 2.0] + rng.exponential([0.3, 2.0, 0.8], size=(n, 3))
+
+    rates = []
+    for _ in range(100):
+        fitted = thresholds_from_maxima(draw(110), names, 0.05, method="tail", strict=True)
+        thr = np.array([fitted["thresholds"][n] for n in names])
+        rates.append(np.mean((draw(400) > thr).any(axis=1)))
+    assert 0.02 < np.mean(rates) <= 0.05
+
+
+def test_one_detector_outlier_leaves_the_other_thresholds_alone():
+    rng = np.random.default_rng(2)
+    names = ["off_trajectory", "stillness", "appearance", "progress_backwards"]
+    maxima = np.abs(rng.normal(size=(110, 4))) * [1.0, 3.0, 2.0, 0.05] + [1.0, 2.0, 2.0, 0.0]
+    clean = thresholds_from_maxima(maxima, names, 0.01, method="tail")["thresholds"]
+    maxima[17, 3] = 0.6  # one normal run whose progress fell back far
+    odd = thresholds_from_maxima(maxima, names, 0.01, method="tail")["thresholds"]
+    for name in names:
+        assert odd[name] == pytest.approx(clean[name], rel=0.1), name
+    assert odd["progress_backwards"] < 0.5  # the outlier's 0.6 does not set the threshold
