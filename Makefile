@@ -178,7 +178,10 @@ sim-eval: env
 	  --eval-split test --out $(SIM_EVAL_DIR)/eval_heldout --protocols $(SIM_EVAL_PROTOCOLS) \
 	  --quiet --no-video --overwrite
 	$(PY) benchmarks/bench_stream.py --bundle $(SIM_EVAL_DIR)/bundle \
-	  --dataset folder:$(SIM_EVAL_DIR)/data --test-dataset folder:$(SIM_EVAL_DIR)/heldout --split test
+	  --dataset folder:$(SIM_EVAL_DIR)/data --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val \
+	  --test-dataset folder:$(SIM_EVAL_DIR)/heldout --split test --false-alarm-rate 0.01 \
+	  --methods shipped previous_default old_detectors nearest_neighbour \
+	  --out $(SIM_EVAL_DIR)/bench_stream.json --overwrite
 	for app in transfer retrieve anomaly; do $(PY) -m tcc_model.applications $$app \
 	  --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt --dataset folder:$(SIM_EVAL_DIR)/data \
 	  --out $(SIM_EVAL_DIR)/applications/$$app; done
