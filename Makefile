@@ -16,7 +16,7 @@ export TCC_CACHE_DIR ?= $(CURDIR)/.cache
 DEMO_DIR ?= runs/demo
 export MUJOCO_GL ?= egl
 
-.PHONY: env system-deps msgs test test-jazzy lint demo bench sim-eval clean
+.PHONY: env system-deps msgs test test-jazzy lint demo bench sim-eval ship-model clean
 
 env: $(STAMP)
 
@@ -97,35 +97,49 @@ $(JAZZY_STAMP): requirements-jazzy.txt CMakeLists.txt package.xml $(MSG_FILES)
 test-jazzy: $(JAZZY_STAMP)
 	$(JAZZY_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" $(JAZZY_TESTS)
 
-# The main job on the embedded default: simulated pouring (a fixed robot cell, 30% anomalous
-# episodes) -> train the light model -> evaluate -> export the bundle -> reference trajectories
-# -> live ROS 2 monitor over DDS in separate processes -> report. Data is generated once.
+# The main job on the embedded default. First the shipped model (models/sim_pouring, the
+# project's best) runs in the live ROS 2 monitor on a dozen freshly simulated episodes it has
+# never seen (seed 41, used nowhere else); then the pipeline from scratch: simulated pouring (a
+# fixed robot cell, 30% anomalous episodes) -> train the light model -> evaluate -> export the
+# bundle -> reference trajectories -> live ROS 2 monitor over DDS in separate processes -> one
+# report with both models side by side. Data is generated once. 2 threads, pinned (training is
+# bit-reproducible at a fixed thread count; the demo config sets train.threads too).
 DEMO_DATA := $(DEMO_DIR)/data
 DEMO_EPISODES ?= 72
+DEMO_UNSEEN := $(DEMO_DIR)/unseen
+SHIPPED_MODEL ?= models/sim_pouring
 demo: env
 	@export OMP_NUM_THREADS=2
-	echo "== [1/6] data: $(DEMO_EPISODES) simulated pouring episodes -> $(DEMO_DATA)"
+	echo "== [1/7] shipped model ($(SHIPPED_MODEL)) live on 12 new simulated episodes -> $(DEMO_UNSEEN)"
+	[ -f $(DEMO_UNSEEN)/manifest.json ] || $(PY) -m tcc_model.data.sim_pouring --out $(DEMO_UNSEEN) \
+	  --episodes 12 --size 112 --anomaly-rate 0.3 --seed 41 --workers 2 --variation station \
+	  --split-fractions 0,0,1
+	rm -rf $(DEMO_DIR)/shipped
+	$(PY) -m tcc_ros.monitor --params config/progress_monitor.yaml --bundle $(SHIPPED_MODEL) \
+	  --with-demo-camera --demo-dataset folder:$(DEMO_UNSEEN) --demo-split test \
+	  --report $(DEMO_DIR)/shipped/report.json
+	echo "== [2/7] data: $(DEMO_EPISODES) simulated pouring episodes -> $(DEMO_DATA)"
 	[ -f $(DEMO_DATA)/manifest.json ] || $(PY) -m tcc_model.data.sim_pouring --out $(DEMO_DATA) \
 	  --episodes $(DEMO_EPISODES) --size 112 --anomaly-rate 0.3 --seed 0 --workers 2 --variation station
 	$(PY) -m tcc_model.data.check $(DEMO_DATA)
 	rm -rf $(DEMO_DIR)/train $(DEMO_DIR)/eval $(DEMO_DIR)/bundle $(DEMO_DIR)/live
-	echo "== [2/6] train (config/train/sim_pouring_cpu.yaml)"
+	echo "== [3/7] train (config/train/sim_pouring_cpu.yaml)"
 	$(PY) -m tcc_model.train --dataset folder:$(DEMO_DATA) --config config/train/sim_pouring_cpu.yaml \
 	  --out $(DEMO_DIR)/train
-	echo "== [3/6] evaluate: phase classification, few-shot, progression, Kendall's tau"
+	echo "== [4/7] evaluate: phase classification, few-shot, progression, Kendall's tau"
 	$(PY) -m tcc_model.evaluate --checkpoint $(DEMO_DIR)/train/checkpoints/last.pt \
 	  --dataset folder:$(DEMO_DATA) --out $(DEMO_DIR)/eval --few-shot-episodes 10 --quiet
-	echo "== [4/6] export the ONNX bundle"
+	echo "== [5/7] export the ONNX bundle"
 	$(PY) -m tcc_model.export --checkpoint $(DEMO_DIR)/train/checkpoints/last.pt \
 	  --out $(DEMO_DIR)/bundle --dataset folder:$(DEMO_DATA)
-	echo "== [5/6] reference trajectories and anomaly calibration"
+	echo "== [6/7] reference trajectories and anomaly calibration"
 	$(PY) -m tcc_model.reference --bundle $(DEMO_DIR)/bundle --dataset folder:$(DEMO_DATA) \
 	  --false-alarm-rate 0.2  # the demo's few normal val episodes support no lower rate
-	echo "== [6/6] live: demo camera -> progress monitor -> console, over ROS 2 (separate processes)"
+	echo "== [7/7] live: demo camera -> progress monitor -> console, over ROS 2 (separate processes)"
 	$(PY) -m tcc_ros.monitor --params config/progress_monitor.yaml --bundle $(DEMO_DIR)/bundle \
 	  --with-demo-camera --demo-dataset folder:$(DEMO_DATA) --demo-split test \
 	  --report $(DEMO_DIR)/live/report.json
-	$(PY) -m tcc_ros.demo_summary $(DEMO_DIR)
+	$(PY) -m tcc_ros.demo_summary $(DEMO_DIR) --shipped $(SHIPPED_MODEL) --check-readme README.md
 
 bench: env
 	$(PY) benchmarks/bench_loss.py
@@ -188,6 +202,19 @@ sim-eval: env
 	$(PY) benchmarks/baselines.py --dataset folder:$(SIM_EVAL_DIR)/data \
 	  --config config/train/sim_pouring.yaml --steps 500 --seeds 0 --models light \
 	  --out $(SIM_EVAL_DIR)/baselines
+
+# Ship the best bundle: copy `make sim-eval`'s bundle (with references and calibration) to
+# models/sim_pouring with a model card (command, commit, data seed, metrics, machine), then check
+# that it loads with the current code (test/test_shipped_model.py). Commit models/ afterwards.
+SHIP_FROM ?= $(SIM_EVAL_DIR)/bundle
+ship-model: env
+	@evals=()
+	for e in val=eval test=eval_test heldout=eval_heldout; do
+	  [ ! -f $(SIM_EVAL_DIR)/$${e#*=}/metrics.json ] || evals+=(--eval $${e%%=*}=$(SIM_EVAL_DIR)/$${e#*=})
+	done
+	[ ! -f $(SIM_EVAL_DIR)/calib/manifest.json ] || evals+=(--calibration-data $(SIM_EVAL_DIR)/calib)
+	$(PY) models/ship_model.py --bundle $(SHIP_FROM) --out $(SHIPPED_MODEL) "$${evals[@]}"
+	$(PY) -m pytest -q -p no:cacheprovider test/test_shipped_model.py
 
 clean:
 	rm -rf build install log runs $(STAMP)
