@@ -123,11 +123,9 @@ class AnomalyTracker:
             stats["direction"] = float(np.mean(self.backward))
             weight = 1.0 - cfg.still_pixel_weight if pixels else 1.0
             deficits.append((weight, _log_deficit(speed, prof.speed[b], prof.speed_floor)))
-        if pixels:
+        if pixels and motion is not None:
             weight = cfg.still_pixel_weight if velocity is not None else 1.0
-            deficits.append(
-                (weight, _log_deficit(float(motion), prof.motion[b], prof.motion_floor))
-            )
+            deficits.append((weight, _log_deficit(motion, prof.motion[b], prof.motion_floor)))
         if deficits:
             evidence = sum(w * d for w, d in deficits) - cfg.still_drift
             self.still_evidence = 0.0 if resting else max(0.0, self.still_evidence + evidence)
