@@ -125,6 +125,7 @@ MISSING = "folder:/nonexistent/dataset"
         ("model.encoder=resnet18", "model.encoder=resnet18: expected one of"),
         ("train.lrr=1", "unknown key lrr"),
         ("data.augment=maybe", "data.augment=maybe: expected true or false or one of 'none'"),
+        ("train.val_max_videos=1", "train.val_max_videos=1: expected 0 (all) or >= 2"),
     ],
 )
 def test_training_cli_rejects_bad_values_before_loading_data(item, expected, tmp_path, capsys):

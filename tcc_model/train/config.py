@@ -128,7 +128,11 @@ class TrainConfig:
             ("log_interval", self.log_interval >= 1, ">= 1"),
             ("val_interval", self.val_interval >= 0, ">= 0"),
             ("val_batches", self.val_batches >= 0, ">= 0"),
-            ("val_max_videos", self.val_max_videos >= 0, ">= 0"),
+            (
+                "val_max_videos",
+                self.val_max_videos == 0 or self.val_max_videos >= 2,
+                "0 (all) or >= 2 (Kendall's tau compares pairs of videos)",
+            ),
             ("tau_stride", self.tau_stride >= 1, ">= 1"),
         ]
         for key, ok, expected in checks:
