@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from tcc_model.reporting import fmt  # noqa: E402
+
 OLD_DETECTORS = ("off_trajectory", "progress_stall", "progress_backwards", "phase_skip")
 ALL_DETECTORS = (
     "off_trajectory",
@@ -277,10 +279,9 @@ def run_method(
     return summary
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.{digits}g}"
-    return str(value)
+def _fmt(value: Any) -> str:
+    """Three significant digits; missing values (None, NaN) as ``n/a``."""
+    return fmt(value, "{:.3g}")
 
 
 def print_tables(rows: dict[str, dict[str, Any]], source: str, args: argparse.Namespace) -> None:
