@@ -5,7 +5,8 @@
 * :mod:`tcc_model.train.order`: the deterministic, resumable batch order.
 * :mod:`tcc_model.train.module`: embedder + loss, with bf16 autocast, distinct-frame encoding
   and ``torch.compile``.
-* :mod:`tcc_model.train.trainer`: the :class:`Trainer` (data, optimiser, loop, checkpoints).
+* :mod:`tcc_model.train.trainer`: the :class:`Trainer` (data, optimiser, step, checkpoints).
+* :mod:`tcc_model.train.loop`: its training loop (loader, logging, validation).
 * :mod:`tcc_model.train.cli`: ``python -m tcc_model.train``.
 
 Names are re-exported lazily, so that ``python -m tcc_model.train --help`` does not import torch.

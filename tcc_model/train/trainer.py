@@ -1,19 +1,19 @@
-"""The :class:`Trainer`: data, model and optimiser from a typed config, the loop, checkpoints."""
+"""The :class:`Trainer`: data, model and optimiser from a typed config, the step, checkpoints.
+
+The loop itself (loader, logging, validation) is :mod:`tcc_model.train.loop`.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from tcc_model.algos import TrainingAlgo
 from tcc_model.checkpoint import (
@@ -23,10 +23,10 @@ from tcc_model.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from tcc_model.cli import stage
 from tcc_model.errors import ConfigError, DatasetError, UserError
 from tcc_model.models import build_model
 from tcc_model.train.config import TrainingConfig
+from tcc_model.train.loop import run_loop, validation_metrics
 from tcc_model.train.module import (
     TrainModule,
     amp_dtype_for,
@@ -34,8 +34,6 @@ from tcc_model.train.module import (
     unwrap,
 )
 from tcc_model.train.order import (
-    EpochItems,
-    StepBatchSampler,
     batch_positions,
     collate_batch,
     step_seed,
@@ -278,7 +276,7 @@ class Trainer:
         self.step = int(ckpt["step"])
         set_rng_state(ckpt["rng_state"])
 
-    # -- validation --------------------------------------------------------------------------
+    # -- validation and the loop (tcc_model.train.loop) --------------------------------------
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean val loss over ``val_batches`` fixed batches and Kendall's tau of val embeddings.
@@ -287,121 +285,8 @@ class Trainer:
         compiled again (minutes) for a few validation batches.
         """
         with torch.compiler.set_stance("force_eager"):
-            return self._validate()
-
-    def _validate(self) -> dict[str, float]:
-        from tcc_model.embed import embed_frames
-        from tcc_model.evaluation import kendalls_tau
-
-        if self.val_clips is None:
-            return {}
-        t = self.cfg.train
-        model = unwrap(self.model)
-        self.module.eval()
-        try:
-            losses = []
-            for i in range(t.val_batches):
-                keys = batch_positions(i, self.batch_size, len(self.val_clips), self.seed + 1)
-                batch = collate_batch(self.val_clips, keys)
-                loss, _ = self.loss_for(batch, i, rank=0, module=self.module)
-                losses.append(float(loss))
-            limit = t.val_max_videos or len(self.val_episodes)
-            embs = [
-                embed_frames(model, self.val_clips.cache.get(e), device=self.device)
-                for e in self.val_episodes[:limit]
-            ]
-            tau = kendalls_tau(embs, stride=t.tau_stride)
-        finally:
-            self.module.train()
-        out = {"kendalls_tau": tau}
-        if losses:
-            out["loss"] = float(np.mean(losses))
-        return out
-
-    # -- loop --------------------------------------------------------------------------------
-    def _loader(self) -> DataLoader:
-        from tcc_model.data.sampling import worker_threads_init
-
-        workers = self.cfg.data.num_workers
-        sampler = StepBatchSampler(
-            self.step,
-            self.total_steps,
-            self.batch_size,
-            len(self.train_clips),
-            self.seed,
-            self.rank,
-            self.world_size,
-        )
-        if workers == 0 and self.step < self.total_steps:
-            with stage(f"decoding {len(self.train_episodes)} training videos"):
-                self.train_clips.preload()
-        return DataLoader(
-            EpochItems(self.train_clips),
-            batch_sampler=sampler,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            worker_init_fn=worker_threads_init if workers else None,
-        )
-
-    def _validate_and_log(self, writer: Any, bar: Any, final: bool) -> dict[str, float]:
-        if final and self.val_clips is not None:
-            with stage("final validation", stream=sys.stderr):
-                val = self.validate()
-        else:
-            val = self.validate()
-        if writer is not None:
-            for key, value in val.items():
-                writer.add_scalar(f"val/{key}", value, self.step)
-        if val:
-            bar.write(f"step {self.step}: " + ", ".join(f"val {k} {v:.4f}" for k, v in val.items()))
-        return {f"val_{k}": v for k, v in val.items()}
+            return validation_metrics(self)
 
     def train(self) -> dict[str, float]:
         """Run from ``self.step`` to ``train.steps``; returns the last logged metrics."""
-        from tqdm.auto import tqdm
-
-        t = self.cfg.train
-        writer = None
-        if self.rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.out_dir / "tb"))
-        loader = self._loader()
-        self.module.train()
-        disable = self.rank != 0 or not t.progress
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=disable,
-        )
-        metrics: dict[str, float] = {}
-        window: list[float] = []
-        tic, clips = time.perf_counter(), 0
-        try:
-            for batch in loader:
-                value, parts = self.optimize(batch)
-                clips += self.batch_size * self.world_size
-                window.append(value)
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
-                last = self.step == self.total_steps
-                if self.step % t.log_interval == 0 or last:
-                    metrics = {"loss": float(np.mean(window)), **parts}
-                    metrics["clips_per_s"] = clips / max(time.perf_counter() - tic, 1e-9)
-                    if writer is not None:
-                        for key, val in metrics.items():
-                            writer.add_scalar(f"train/{key}", val, self.step)
-                    window, tic, clips = [], time.perf_counter(), 0
-                if self.step % t.checkpoint_interval == 0:
-                    self.save(periodic=True)
-                due = t.val_interval and self.step % t.val_interval == 0
-                if self.rank == 0 and (due or last):
-                    metrics.update(self._validate_and_log(writer, bar, final=last))
-        finally:
-            bar.close()
-            if writer is not None:
-                writer.close()
-        self.save(periodic=False)
-        return metrics
+        return run_loop(self)
