@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from tcc_model.stream import tail_upper, thresholds_from_maxima
+from tcc_model.stream import (
+    allowed_exceedances,
+    conformal_guard,
+    tail_upper,
+    thresholds_from_maxima,
+)
 
 
 def test_the_tail_bound_has_its_rate_on_exponential_maxima_and_ignores_one_outlier():
@@ -45,3 +50,39 @@ def test_one_detector_outlier_leaves_the_other_thresholds_alone():
     for name in names:
         assert odd[name] == pytest.approx(clean[name], rel=0.1), name
     assert odd["progress_backwards"] < 0.5  # the outlier's 0.6 does not set the threshold
+
+
+def test_heavy_tails_are_guarded_by_the_conformal_count_of_calibration_episodes():
+    rng = np.random.default_rng(3)
+    names = ["off_trajectory", "stillness", "appearance"]
+
+    def draw(n: int) -> np.ndarray:  # Pareto tails: heavier than the exponential fit assumes
+        return [0.5, 2.0, 2.0] + rng.pareto(2.0, size=(n, 3)) * [0.3, 2.0, 0.8]
+
+    guarded, tail_only = [], []
+    for _ in range(50):
+        maxima = draw(110)
+        fitted = thresholds_from_maxima(maxima, names, 0.01, method="tail", strict=True)
+        # (0 + 1) / 111 <= 1%: not one kept calibration episode may exceed
+        assert fitted["achieved_rate"] == 0.0
+        thr = np.array([fitted["thresholds"][n] for n in names])
+        kept = np.delete(maxima, fitted["excluded"], axis=0)
+        tail = np.maximum([tail_upper(kept[:, k], 0.01 / 3) for k in range(3)], [0.0, 2.0, 2.0])
+        assert np.all(thr >= tail)  # the guard only raises
+        fresh = draw(1000)
+        guarded.append(np.mean((fresh > thr).any(axis=1)))
+        tail_only.append(np.mean((fresh > tail).any(axis=1)))
+    assert np.mean(tail_only) > 0.05  # the exponential tail alone lets heavy tails through
+    assert np.mean(guarded) < 0.5 * np.mean(tail_only)
+
+
+def test_the_guard_clears_the_cheapest_episodes_and_leaves_the_allowed_number():
+    maxima = np.array([[1.0, 1.0], [1.0, 1.0], [5.0, 1.0], [1.0, 1.2], [1.0, 1.0]] * 20)
+    maxima[7] = [9.0, 9.0]  # far above on both detectors
+    assert allowed_exceedances(len(maxima), 0.02) == 1  # (1 + 1) / 101 <= 2%
+    values, left = conformal_guard(maxima, np.array([2.0, 1.1]), 0.02)
+    assert left == 1  # the one allowed exceedance is the most expensive episode
+    assert (maxima[7] > values).all()
+    assert values[0] == pytest.approx(5.0) and values[1] == pytest.approx(1.2)
+    values, left = conformal_guard(maxima, np.array([2.0, 1.1]), 0.005)
+    assert left == 0 and np.all(values >= maxima.max(axis=0))

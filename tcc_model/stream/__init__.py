@@ -102,6 +102,8 @@ from tcc_model.stream.references import (
 from tcc_model.stream.thresholds import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_METHOD,
+    allowed_exceedances,
+    conformal_guard,
     conformal_upper,
     episodes_needed,
     tail_upper,
@@ -151,6 +153,8 @@ __all__ = [
     "calibrate",
     "check_bundle_id",
     "choose_phase_source",
+    "allowed_exceedances",
+    "conformal_guard",
     "conformal_upper",
     "config_with",
     "default_temperature",

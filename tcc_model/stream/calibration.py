@@ -186,6 +186,7 @@ def _record(
         "false_alarm_rate": values.pop("false_alarm_rate"),
         "episodes_needed": fitted["episodes_needed"],
         "achieved_false_alarm_rate": fitted["achieved_rate"],
+        "raised_by_guard": fitted["raised_by_guard"],
         "num_episodes": n - len(fitted["excluded"]),
         "num_excluded": len(fitted["excluded"]),
         "excluded_episodes": fitted["excluded"],
