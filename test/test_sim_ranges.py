@@ -19,6 +19,7 @@ from tcc_model.sim.ranges import (
 pytest.importorskip("mujoco")
 
 from tcc_model.data import sim_pouring  # noqa: E402
+from tcc_model.data.registry import SIM_GENERATOR_VERSION  # noqa: E402
 from tcc_model.sim import PouringEpisode, sample_scene  # noqa: E402
 from tcc_model.sim.script import make_script  # noqa: E402
 
@@ -144,6 +145,7 @@ def test_manifest_records_station_ranges_shift_and_clamping(tmp_path: Path) -> N
     )
     generator = json.loads((out / "manifest.json").read_text())["generator"]
     assert generator["station"] == 7
+    assert generator["version"] == SIM_GENERATOR_VERSION  # which simulator rendered the data
     assert generator["shift"] == {"factors": ["liquid", "camera"], "size": 0.5}
     assert SamplingRanges.from_dict(generator["ranges"]) == ranges
     assert generator["time_scaled_episodes"] == 2  # every episode is longer than 40 frames

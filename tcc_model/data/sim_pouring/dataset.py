@@ -27,6 +27,7 @@ from tcc_model.data.format import (
     write_episode,
     write_manifest,
 )
+from tcc_model.data.registry import SIM_GENERATOR_VERSION
 from tcc_model.data.sim_pouring.episode import (
     STATION_SEED,
     RenderSettings,
@@ -123,6 +124,7 @@ def _manifest(
         "num_frames": int(sum(s["num_frames"] for s in summaries)),
         "generator": {
             "module": "tcc_model.data.sim_pouring",
+            "version": SIM_GENERATOR_VERSION,
             "episodes": len(plans),
             "seed": int(seed),
             "size": settings.size,
