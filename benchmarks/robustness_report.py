@@ -41,12 +41,11 @@ def calibration_check(
 ) -> dict[str, Any]:
     """False alarms of the calibrated monitor on each shifted set's normal episodes.
 
-    ``fired``: per set, the detector that raised each false alarm (counted per detector).
-    ``single_factor_pooled``: the single-factor sets together, with the one-sided
-    Clopper-Pearson upper bound (``level``) of the rate per 100 episodes (16 episodes alone
-    cannot show 2 per 100).
+    ``fired``: per set, the detector that raised each false alarm (counted per detector). The
+    single-factor sets are pooled as ``tcc_model.reference --check-sets`` pools them
+    (:func:`tcc_model.shift_check.pooled_check`).
     """
-    from scipy.stats import beta
+    from tcc_model.shift_check import pooled_check
 
     per_set = {
         name: {
@@ -57,20 +56,7 @@ def calibration_check(
         for name, st in stats.items()
         if st.stream
     }
-    single = [v for k, v in per_set.items() if k not in (CONTROL, "all")]
-    k = sum(v["false_alarms"] for v in single)
-    n = sum(v["episodes"] for v in single)
-    upper = float(beta.ppf(level, k + 1, n - k)) if n and k < n else 1.0
-    return {
-        "factors": [name for name in per_set if name != CONTROL],
-        "per_set": per_set,
-        "single_factor_pooled": {
-            "false_alarms": k,
-            "episodes": n,
-            "per_100": 100.0 * k / n if n else float("nan"),
-            f"upper_{round(level * 100)}_per_100": 100.0 * upper,
-        },
-    }
+    return pooled_check(per_set, level)
 
 
 def _by_detector(counts: dict[str, int] | None) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from tcc_model.cli import add_bundle_arg, check_bundle, print_written, run_main
+from tcc_model.cli import add_bundle_arg, check_bundle, print_written, run_main, stage
 from tcc_model.errors import ConfigError
 from tcc_model.reference import (
     build_references,
@@ -20,6 +21,7 @@ from tcc_model.reference import (
     normal_episodes,
     split_references,
 )
+from tcc_model.shift_check import CONTROL, check_line, check_sets
 from tcc_model.stream import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_METHOD,
@@ -82,6 +84,16 @@ def _add_calibration_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--false-alarm-rate", type=float, default=0.01, help="per nominal episode")
     p.add_argument(
+        "--check-sets",
+        type=Path,
+        default=None,
+        help="folder of datasets with one factor of the cell shifted each (e.g. "
+        "`benchmarks/bench_robustness.py generate`: control, objects, lighting, ...): replay the "
+        "calibrated monitor on their normal --check-split episodes and record the false alarms "
+        "per set in the calibration (shift_check)",
+    )
+    p.add_argument("--check-split", default="test", help="split of the --check-sets datasets")
+    p.add_argument(
         "--calibration-method",
         choices=CALIBRATION_METHODS,
         default=DEFAULT_CALIBRATION_METHOD,
@@ -132,6 +144,8 @@ def _check_args(args: argparse.Namespace) -> None:
         if failed:
             expected = ranges.get(option, ">= 0" if option == "--classifier-videos" else ">= 1")
             raise ConfigError(f"{option} must be {expected}, got {value}")
+    if args.check_sets is not None:
+        _check_sets(args.check_sets)  # a wrong folder fails before any embedding
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -173,8 +187,42 @@ def run(argv: Sequence[str] | None = None) -> int:
         f"D={references.dim}, bundle {engine.bundle_id}"
     )
     _print_calibration(cal)
+    if args.check_sets is not None:
+        _check_shifted_sets(args, bundle, engine, references)
     print_written({"references": npz_path, "metadata": json_path})
     return 0
+
+
+def _check_sets(folder: Path) -> list[Path]:
+    """The datasets (folders with a manifest) under ``--check-sets``, control first."""
+    if not folder.is_dir():
+        raise ConfigError(
+            f"--check-sets {folder}: no such folder; render shifted sets with "
+            "`python benchmarks/bench_robustness.py generate --out DIR` or pass your own"
+        )
+    sets = sorted(p for p in folder.iterdir() if (p / "manifest.json").is_file())
+    if not sets:
+        raise ConfigError(f"--check-sets {folder}: no dataset folder (with manifest.json) in it")
+    return sorted(sets, key=lambda p: p.name != CONTROL)
+
+
+def _check_shifted_sets(
+    args: argparse.Namespace, bundle: Path, engine: Any, references: Any
+) -> None:
+    """Replay the bundle's calibrated monitor on shifted normal episodes; record the result."""
+    from tcc_model.stream import ProgressMonitor, ReferenceSet, monitor_config
+
+    sets = {}
+    for folder in _check_sets(args.check_sets):
+        with stage(f"embed the normal {args.check_split} episodes of {folder}"):
+            episodes = normal_episodes(load_episodes(f"folder:{folder}", args.check_split))
+            sets[folder.name] = [embed_episode(engine, e) for e in episodes]
+    monitor = ProgressMonitor(ReferenceSet.load(bundle, engine.bundle_id), monitor_config(bundle))
+    check = check_sets(monitor, sets)
+    check["sets"], check["split"] = str(args.check_sets), args.check_split
+    references.calibration["shift_check"] = check
+    references.save(bundle)
+    print(check_line(check))
 
 
 def _print_calibration(cal: dict[str, Any]) -> None:
