@@ -152,7 +152,8 @@ bench: env
 # The evaluation behind the README's sim_pouring tables and the shipped model: 500 training-side
 # episodes rendered with widened ranges (seed 3), 110 normal calibration episodes (seed 11) and
 # 100 held-out test episodes (seed 7, 60 normal + 10 per anomaly type) of the nominal cell, and
-# 100 more (seed 23) for the alerts only (rendered after the monitor's settings were chosen) ->
+# 100 more (seed 23) for the alerts only (rendered after the monitor's settings were chosen), and
+# 8 x 16 paired episodes with one factor of the cell shifted (seed 1000) for the calibration check ->
 # config/train/sim_pouring.yaml on one thread -> the protocols on val, test and held-out -> bundle
 # + references + calibration at 1% false alarms -> streaming benchmark on the seed-23 set ->
 # applications -> baselines at 500 steps. About 2 h on 2 CPU cores (training 68 min).
@@ -178,13 +179,16 @@ sim-eval: env
 	[ -f $(SIM_EVAL_DIR)/alerts_test/manifest.json ] || $(PY) -m tcc_model.data.sim_pouring \
 	  --out $(SIM_EVAL_DIR)/alerts_test --episodes 100 --size 112 --anomaly-rate 0.4 --seed 23 \
 	  --workers 2 --variation station --split-fractions 0,0,1
+	$(PY) benchmarks/bench_robustness.py generate --out $(SIM_EVAL_DIR)/shift_sets --episodes 16 \
+	  --seed 1000 --size 112 --workers 2
 	[ -f $(SIM_EVAL_DIR)/train/checkpoints/last.pt ] || $(PY) -m tcc_model.train \
 	  --dataset folder:$(SIM_EVAL_DIR)/data --config config/train/sim_pouring.yaml --threads 1 \
 	  --out $(SIM_EVAL_DIR)/train
 	$(PY) -m tcc_model.export --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt \
 	  --out $(SIM_EVAL_DIR)/bundle --dataset folder:$(SIM_EVAL_DIR)/data --overwrite
 	$(PY) -m tcc_model.reference --bundle $(SIM_EVAL_DIR)/bundle --dataset folder:$(SIM_EVAL_DIR)/data \
-	  --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val --false-alarm-rate 0.01
+	  --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val --false-alarm-rate 0.01 \
+	  --check-sets $(SIM_EVAL_DIR)/shift_sets
 	$(PY) -m tcc_model.evaluate --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt \
 	  --dataset folder:$(SIM_EVAL_DIR)/data --out $(SIM_EVAL_DIR)/eval --protocols $(SIM_EVAL_PROTOCOLS) \
 	  --quiet --no-video --overwrite
