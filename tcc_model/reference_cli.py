@@ -239,8 +239,11 @@ def _print_calibration(cal: dict[str, Any]) -> None:
         + f", {cal['num_frames']} frames; achieved rate on them "
         f"{cal['achieved_false_alarm_rate']:.3f}; temperature {cal['temperature']:.4g}"
     )
+    raised = cal.get("raised_by_guard") or {}
     for name, state in cal["detector_states"].items():
         what = f"threshold {state['threshold']:.4g} (normal max {state['normal_max']:.4g})"
+        if name in raised:
+            what += f", raised from the tail's {raised[name]:.4g} by the count guard"
         print(
             f"  {name}: {state['state']}, {what}"
             + (f": {state['reason']}" if state["reason"] else "")
