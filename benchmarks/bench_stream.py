@@ -279,9 +279,9 @@ def run_method(
     return summary
 
 
-def _fmt(value: Any) -> str:
-    """Three significant digits; missing values (None, NaN) as ``n/a``."""
-    return fmt(value, "{:.3g}")
+def _fmt(value: Any, digits: int = 3) -> str:
+    """``digits`` significant digits; missing values (None, NaN) as ``n/a``."""
+    return fmt(value, f"{{:.{digits}g}}")
 
 
 def print_tables(rows: dict[str, dict[str, Any]], source: str, args: argparse.Namespace) -> None:
@@ -396,13 +396,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "shipped" and not shared:
             cal = row["calibration"]
             shared = {"temperature": cal["temperature"], "phase_source": cal["phase_source"]}
-    print_tables(rows, source, args)
     report = {"source": source, "false_alarm_rate": args.false_alarm_rate, "results": rows}
     written: dict[str, Path] = {}
-    if args.out:
+    if args.out:  # first: the measurements survive a failure in the printing below
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
         written["report"] = args.out
+    print_tables(rows, source, args)
     if args.timeline and timelines:
         from tcc_model.visualize.timeline import plot_timeline_overview
 

@@ -134,3 +134,18 @@ def test_the_replay_draws_each_episode_timeline_from_the_monitor_results(tmp_pat
     np.testing.assert_array_equal(tl.anomaly_mask, np.arange(6) >= 3)
     assert "stall" in tl.name
     assert plot_timeline_overview(timelines, tmp_path / "t.png").stat().st_size > 0
+
+
+def test_the_synthetic_benchmark_runs_end_to_end_and_writes_its_report(tmp_path, capsys):
+    import json
+
+    bench = _module("bench_stream")
+    out = tmp_path / "r.json"
+    argv = ["--synthetic", "--calib-episodes", "30", "--normal-episodes", "4"]
+    argv += ["--anomaly-episodes", "1", "--false-alarm-rate", "0.1", "--dim", "16"]
+    assert bench.main([*argv, "--methods", "shipped", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["results"]["shipped"]
+    assert row["calibration"]["achieved_false_alarm_rate"] <= 0.1
+    assert len(row["records"]) == 4 + 4  # 4 normal + one episode per anomaly type
+    printed = capsys.readouterr().out
+    assert "shipped: calibration tail on 29 episodes (1 excluded" in printed
