@@ -1,6 +1,8 @@
 """ROS 2 node of the progress monitor (``progress_monitor``), split by concern.
 
-* :mod:`~tcc_ros.monitor_node.node`: the node (subscription, worker thread, services);
+* :mod:`~tcc_ros.monitor_node.node`: the node (subscription, worker thread, services), with
+  :mod:`~tcc_ros.monitor_node.frames` (mailbox, per-frame pipeline) and
+  :mod:`~tcc_ros.monitor_node.publishing` (publishers, ``info``, ``/diagnostics``);
 * :mod:`~tcc_ros.monitor_node.parameters` / :mod:`~tcc_ros.monitor_node.declare`: the one
   definition of its parameters and their typed declaration;
 * :mod:`~tcc_ros.monitor_node.outputs`: output messages; :mod:`~tcc_ros.monitor_node.overlay`:

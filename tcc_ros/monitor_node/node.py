@@ -10,6 +10,10 @@ Names are relative to the node's namespace (``/tcc`` unless started in another o
 (latched ``MonitorInfo``); services ``reset`` (``ResetEpisode``) and ``reload``
 (``ReloadBundle``). ``/diagnostics`` carries rates, latency, dropped / rejected / failed frames
 and stamp jumps. Parameters: :mod:`tcc_ros.monitor_node.parameters`.
+
+The frame pipeline is :mod:`tcc_ros.monitor_node.frames`, the publishers, ``info`` and
+``/diagnostics`` :mod:`tcc_ros.monitor_node.publishing`; this module builds the node and runs
+its worker thread and control requests (reset, reload, parameter changes).
 """
 
 from __future__ import annotations
@@ -20,38 +24,27 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
 
 from tcc_model.errors import BundleError, ConfigError, safe_text
-from tcc_ros.image_conversion import (
-    ImageConversionError,
-    compressed_to_rgb,
-    image_to_rgb,
-    rgb_to_image_fields,
-)
 from tcc_ros.monitor_node import diagnostics, parameters
 from tcc_ros.monitor_node.declare import declare_all
+from tcc_ros.monitor_node.frames import IMAGE_TYPE_NAMES, FramePipeline
 from tcc_ros.monitor_node.loading import (
     FrameMonitor,
     LoadedMonitor,
     MonitorFactory,
     load_monitor,
 )
-from tcc_ros.monitor_node.outputs import frame_messages
-from tcc_ros.monitor_node.overlay import draw_overlay
+from tcc_ros.monitor_node.publishing import Publishing
 from tcc_ros.monitor_node.stamps import EpisodeClock
-from tcc_ros.msg import Alignment, Anomaly, MonitorInfo, TaskPhase, TaskProgress
 from tcc_ros.srv import ReloadBundle, ResetEpisode
 
 __all__ = ["FrameMonitor", "LoadedMonitor", "ProgressMonitorNode", "load_monitor"]
 
-IMAGE_TYPE_NAMES = {False: "sensor_msgs/msg/Image", True: "sensor_msgs/msg/CompressedImage"}
 #: Namespace of the node when none is given (``--ros-args -r __ns:=/x`` overrides it).
 DEFAULT_NAMESPACE = "/tcc"
 NODE_NAME = "progress_monitor"
@@ -70,7 +63,7 @@ class _Request:
     message: str = ""
 
 
-class ProgressMonitorNode(Node):
+class ProgressMonitorNode(FramePipeline, Publishing):
     """Subscribes to a camera, streams frames through the monitor, publishes the estimates."""
 
     def __init__(self, monitor_factory: MonitorFactory = load_monitor, **node_kwargs: Any) -> None:
@@ -110,23 +103,7 @@ class ProgressMonitorNode(Node):
         )
 
     def _create_interfaces(self, values: dict[str, Any]) -> None:
-        out_qos = QoSProfile(
-            depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
-        )
-        self.pub_progress = self.create_publisher(TaskProgress, "progress", out_qos)
-        self.pub_phase = self.create_publisher(TaskPhase, "phase", out_qos)
-        self.pub_alignment = self.create_publisher(Alignment, "alignment", out_qos)
-        self.pub_anomaly = self.create_publisher(Anomaly, "anomaly", out_qos)
-        self.pub_overlay = (
-            self.create_publisher(Image, "overlay", 2) if values["publish_overlay"] else None
-        )
-        latched = QoSProfile(
-            depth=1,
-            reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        )
-        self.pub_info = self.create_publisher(MonitorInfo, "info", latched)
-        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._create_publishers(values)
         self._publish_info()
         in_qos = QoSProfile(
             depth=values["qos.depth"],
@@ -148,23 +125,7 @@ class ProgressMonitorNode(Node):
             clock=Clock(clock_type=ClockType.STEADY_TIME),
         )
 
-    def _publish_info(self) -> None:
-        self.pub_info.publish(
-            self.loaded.info.message(Header(stamp=self.get_clock().now().to_msg()))
-        )
-
-    # ---------------------------------------------------------------- inputs (executor thread)
-    def _on_image(self, msg: Any) -> None:
-        now = time.monotonic()
-        with self._lock:
-            with self.stats.lock:
-                self.stats.received += 1
-                self.stats.last_frame_at = now
-                if self._mailbox is not None:
-                    self.stats.dropped += 1
-            self._mailbox = (msg, now)
-            self._wake.notify()
-
+    # ---------------------------------------------------------------- requests (executor thread)
     def _submit(self, request: _Request, timeout: float = SERVICE_TIMEOUT_S) -> _Request:
         """Hand ``request`` to the worker and wait for its answer.
 
@@ -323,89 +284,3 @@ class ProgressMonitorNode(Node):
         self._publish_info()
         self.get_logger().info(message)
         return True, message
-
-    def _process(self, msg: Any, received_at: float) -> None:
-        try:
-            frame = compressed_to_rgb(msg) if self.compressed else image_to_rgb(msg)
-        except ImageConversionError as exc:
-            self.stats.reject(exc)
-            self.get_logger().warning(
-                f"rejected frame: {safe_text(exc)}", throttle_duration_sec=5.0
-            )
-            return
-        stamp = msg.header.stamp
-        episode_time, jumped = self.clock_keeper.update(stamp.sec + stamp.nanosec * 1e-9)
-        if jumped:
-            with self.stats.lock:
-                self.stats.stamp_jumps += 1
-            self.get_logger().warning(
-                f"image stamp {stamp.sec}.{stamp.nanosec:09d} jumped; episode time advanced by "
-                f"one frame period",
-                throttle_duration_sec=5.0,
-            )
-        try:
-            result = self.loaded.monitor.process_frame(frame, episode_time)
-        except ValueError as exc:  # a frame the monitor refuses (shape, dtype)
-            self.stats.reject(exc)
-            self.get_logger().warning(
-                f"rejected frame: {safe_text(exc)}", throttle_duration_sec=5.0
-            )
-            return
-        header = Header(stamp=stamp, frame_id=msg.header.frame_id)
-        messages = frame_messages(header, result, self.loaded.info)
-        for key, message in messages.items():
-            getattr(self, f"pub_{key}").publish(message)
-        if self.pub_overlay is not None:
-            overlay = draw_overlay(frame, result)
-            self.pub_overlay.publish(Image(header=header, **rgb_to_image_fields(overlay)))
-        done = time.monotonic()
-        age_ns = self.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)
-        with self.stats.lock:
-            self.stats.processed += 1
-            self.stats.latencies_s.append(done - received_at)
-            if self.get_clock().now().nanoseconds > 0:  # a sim clock before /clock reads 0
-                self.stats.stamp_ages_s.append(age_ns * 1e-9)
-
-    # ---------------------------------------------------------------- diagnostics (executor)
-    def diagnostics_status(self) -> DiagnosticStatus:
-        """Current health summary (what /diagnostics publishes)."""
-        self._check_image_topic_type()
-        info = self.loaded.info
-        level, message, values = diagnostics.status(
-            self.stats,
-            self._rates,
-            image_topic=self.image_topic,
-            started_at=self._started,
-            no_frame_timeout_s=self.no_frame_timeout_s,
-            type_error=self._type_error,
-            info={"backend": info.backend, "bundle_id": info.bundle_id, **self._detector_states()},
-        )
-        return DiagnosticStatus(
-            level=bytes([level]),
-            name=f"{self.get_name()}: progress monitor",
-            message=message,
-            hardware_id=info.bundle_id,
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
-        )
-
-    def _detector_states(self) -> dict[str, str]:
-        """``detector.<name>``: ``on (threshold ...)``, ``off: why`` or ``inactive: why``."""
-        states = getattr(self.loaded.monitor, "detector_states", None) or {}
-        return {f"detector.{safe_text(k)}": safe_text(v, 200) for k, v in dict(states).items()}
-
-    def _publish_diagnostics(self) -> None:
-        status = self.diagnostics_status()
-        if status.level != DiagnosticStatus.OK:
-            self.get_logger().warning(status.message, throttle_duration_sec=30.0)
-        self.pub_diagnostics.publish(
-            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
-        )
-
-    def _check_image_topic_type(self) -> None:
-        resolve = getattr(self, "resolve_topic_name", None)  # rclpy >= Iron
-        topic = resolve(self.image_topic) if resolve else self.image_topic
-        types = [info.topic_type for info in self.get_publishers_info_by_topic(topic)]
-        error = diagnostics.image_type_error(topic, types, IMAGE_TYPE_NAMES, self.compressed)
-        if error and error != self._type_error:
-            self.get_logger().error(error)
-        self._type_error = error
