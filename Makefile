@@ -221,6 +221,7 @@ ship-model: env
 	  [ ! -f $(SIM_EVAL_DIR)/$${e#*=}/metrics.json ] || evals+=(--eval $${e%%=*}=$(SIM_EVAL_DIR)/$${e#*=})
 	done
 	[ ! -f $(SIM_EVAL_DIR)/calib/manifest.json ] || evals+=(--calibration-data $(SIM_EVAL_DIR)/calib)
+	[ ! -f $(SIM_EVAL_DIR)/bench_stream.json ] || evals+=(--alerts $(SIM_EVAL_DIR)/bench_stream.json)
 	$(PY) models/ship_model.py --bundle $(SHIP_FROM) --out $(SHIPPED_MODEL) "$${evals[@]}"
 	$(PY) -m pytest -q -p no:cacheprovider test/test_shipped_model.py
 

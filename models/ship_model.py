@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:  # run as a script from any folder
     sys.path.insert(0, str(REPO))
 
 from tcc_model.errors import UserError  # noqa: E402
+from tcc_model.reporting import fmt  # noqa: E402
 
 #: the shipped folder must stay small enough for the repository
 MAX_BYTES = 12 * 1024 * 1024
@@ -102,6 +103,7 @@ def build_card(
     manifest: dict[str, Any],
     evals: dict[str, Path | None],
     calibration_data: Path | None = None,
+    alerts: Path | None = None,
 ) -> dict:
     """The model card's data (see the module docstring)."""
     from tcc_model.stream.references import reference_metadata
@@ -134,14 +136,71 @@ def build_card(
         "versions": manifest.get("versions"),
         "calibration": {
             k: calibration.get(k)
-            for k in ("method", "false_alarm_rate", "achieved_false_alarm_rate", "num_episodes")
+            for k in (
+                "method",
+                "false_alarm_rate",
+                "achieved_false_alarm_rate",
+                "num_episodes",
+                "raised_by_guard",
+                "shift_check",
+            )
         }
         | {"detectors": calibration.get("detector_states"), "data": str(calibration_data)}
         | {"data_generator": _generator_summary(_manifest_generator(calibration_data))},
         "metrics": metrics,
         "metric_sources": sources,
+        "alerts": _alerts_summary(alerts),
         "check": {"input": "models/ship_model.py:check_input()", "embeddings": None},
     }
+
+
+def _alerts_summary(path: Path | None) -> dict[str, Any] | None:
+    """The ``shipped`` row of a ``benchmarks/bench_stream.py --out`` report (no episodes)."""
+    if path is None:
+        return None
+    report = _json(path)
+    row = (report.get("results") or {}).get("shipped")
+    if row is None:
+        raise UserError(
+            f"--alerts {path}: no 'shipped' row; run bench_stream with --methods shipped"
+        )
+    keep = {k: v for k, v in row.items() if k not in ("records", "calibration_maxima")}
+    return {"report": str(path), "source": report.get("source"), "shipped": keep}
+
+
+def _alerts_lines(alerts: dict[str, Any] | None, calibration: dict[str, Any]) -> list[str]:
+    """The card's alert section: per anomaly type, false alarms, and the shift check."""
+    lines: list[str] = []
+    if alerts:
+        row = alerts["shipped"]
+        kinds = [k for k, v in row.items() if isinstance(v, dict) and "auroc" in v]
+        lines += [
+            "",
+            f"## Alerts (`benchmarks/bench_stream.py`, `{alerts['report']}`)",
+            "",
+            f"{alerts['source']}.",
+            "",
+            "| anomaly | AUROC | caught | median delay (frames) |",
+            "|---|---|---|---|",
+        ]
+        for kind in kinds:
+            r = row[kind]
+            lines.append(
+                f"| {kind} | {fmt(r.get('auroc'), '{:.3f}')} | {r['caught']} / {r['episodes']} | "
+                f"{fmt(r.get('median_delay'), '{:g}')} |"
+            )
+        lines.append(
+            f"\nFalse alarms: {fmt(row.get('false_alarms_per_100_normal'), '{:.1f}')} per 100 "
+            f"normal episodes ({row.get('normal_episodes')} normal); progress MAE "
+            f"{fmt(row.get('progress_mae'), '{:.3f}')}, phase accuracy "
+            f"{fmt(row.get('phase_accuracy'), '{:.1%}')}."
+        )
+    check = calibration.get("shift_check")
+    if check:
+        from tcc_model.shift_check import check_line
+
+        lines += ["", f"Calibration checked against {check.get('sets')}: {check_line(check)}."]
+    return lines
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -196,6 +255,7 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"\n{name}: `{source['folder']}` ({source['dataset']}, split {source['split']}, "
             f"checkpoint step {source['checkpoint_step']})"
         )
+    lines += _alerts_lines(card.get("alerts"), cal)
     sizes = ", ".join(f"{n} {b / 1e6:.2f} MB" for n, b in card["files"].items() if b)
     lines += ["", f"Files: {sizes}.", ""]
     return "\n".join(lines)
@@ -207,6 +267,7 @@ def ship(
     evals: dict[str, Path | None],
     command: str | None = None,
     calibration_data: Path | None = None,
+    alerts: Path | None = None,
 ) -> dict[str, Any]:
     """Copy the bundle's listed files to ``out`` (replaced whole) and write the card.
 
@@ -220,7 +281,7 @@ def ship(
     total = sum((src / n).stat().st_size for n in names)
     if total > MAX_BYTES:
         raise UserError(f"{src}: {total / 1e6:.1f} MB, more than {MAX_BYTES / 1e6:.0f} MB")
-    card = build_card(src, manifest, evals, calibration_data)
+    card = build_card(src, manifest, evals, calibration_data, alerts)
     if command and not card["training"]["launches"]:
         card["training"]["launches"] = [{"command": command, "note": "given to make ship-model"}]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--calibration-data", type=Path, default=None, help="the dataset references calibrated on"
     )
+    p.add_argument(
+        "--alerts", type=Path, default=None, help="a bench_stream --out report to quote (shipped)"
+    )
     args = p.parse_args(argv)
     evals: dict[str, Path | None] = {}
     for item in args.eval:
@@ -265,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sep or not name or not folder:
             raise UserError(f"--eval {item!r}: expected NAME=DIR, e.g. val=runs/sim_eval/eval")
         evals[name] = Path(folder)
-    card = ship(args.bundle, args.out, evals, args.command, args.calibration_data)
+    card = ship(args.bundle, args.out, evals, args.command, args.calibration_data, args.alerts)
     from tcc_model.cli import print_written
 
     size = sum(b or 0 for b in card["files"].values()) / 1e6
