@@ -184,6 +184,12 @@ class MonitorBase:
                 invalid_reason=reason,
                 latency_s=time.perf_counter() - start,
             )
+        return self._estimate(emb, index, t, pixels, start)
+
+    def _estimate(
+        self, emb: np.ndarray, index: int, t: float, pixels: np.ndarray | None, start: float
+    ) -> FrameResult:
+        """The valid frame ``index`` at time ``t``: alignment, phase, anomaly detectors."""
         out = self._align(emb)
         phase_probs = out.pop("phase_probs")
         if self._use_classifier:
