@@ -198,6 +198,26 @@ def _too_few(n: int, alpha: float, rate: float, method: str) -> ConfigError:
     )
 
 
+def _method_thresholds(
+    kept: np.ndarray, names: list[str], rate: float, method: str, alpha: float, margin: float
+) -> tuple[np.ndarray, dict[str, float]]:
+    """``(thresholds [K], tail thresholds the guard raised)`` of one method on ``kept`` maxima."""
+    floors = np.array([THRESHOLD_FLOORS.get(name, 0.0) for name in names])
+    if method == "tail":
+        if not len(kept):
+            raise ConfigError("calibration: no normal episodes left to fit the thresholds")
+        per_detector = rate / max(len(names), 1)
+        tail = np.array([tail_upper(kept[:, k], per_detector) for k in range(len(names))])
+        tail = np.maximum(tail, floors)
+        values, _ = conformal_guard(kept, tail, rate)
+        return values, {name: float(t) for name, t, v in zip(names, tail, values) if v > t}
+    if method == "fused":
+        bound, _ = conformal_upper(_cross_fused(kept, names), alpha, margin)
+        return np.maximum(bound * normal_scales(kept, names), floors), {}
+    values = np.array([conformal_upper(kept[:, k], alpha, margin)[0] for k in range(len(names))])
+    return np.maximum(values, floors), {}
+
+
 def thresholds_from_maxima(
     maxima: np.ndarray,
     names: Sequence[str],
@@ -231,25 +251,7 @@ def thresholds_from_maxima(
         if enough
         else f"{method}_{'few_episodes' if method == 'tail' else 'max_times_margin'}"
     )
-    floors = np.array([THRESHOLD_FLOORS.get(name, 0.0) for name in names])
-    raised: dict[str, float] = {}
-    if method == "tail":
-        if not n:
-            raise ConfigError("calibration: no normal episodes left to fit the thresholds")
-        per_detector = rate / max(len(names), 1)
-        values = np.array([tail_upper(kept[:, k], per_detector) for k in range(len(names))])
-        tail = np.maximum(values, floors)
-        values, _ = conformal_guard(kept, tail, rate)
-        raised = {name: float(t) for name, t, v in zip(names, tail, values) if v > t}
-    elif method == "fused":
-        scales = normal_scales(kept, names)
-        bound, _ = conformal_upper(_cross_fused(kept, names), alpha, margin)
-        values = np.maximum(bound * scales, floors)
-    else:
-        values = np.array(
-            [conformal_upper(kept[:, k], alpha, margin)[0] for k in range(len(names))]
-        )
-        values = np.maximum(values, floors)
+    values, raised = _method_thresholds(kept, names, rate, method, alpha, margin)
     flagged = (kept > values[None, :]).any(axis=1) if n else np.zeros(0, dtype=bool)
     return {
         "thresholds": dict(zip(names, values.tolist())),
