@@ -178,17 +178,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     embedded = [embed_episode(engine, e) for e in calib]
     cal = calibrate_references(references, embedded, rate, config, method=method)
     npz_path, json_path = references.save(bundle)
-    if args.register:
-        from tcc_model.bundle import register_files
-
-        register_files(bundle, [npz_path.name, json_path.name])
     print(
         f"{references.num_references} references, {int(references.lengths.sum())} frames, "
         f"D={references.dim}, bundle {engine.bundle_id}"
     )
     _print_calibration(cal)
-    if args.check_sets is not None:
+    if args.check_sets is not None:  # adds the check to references.json: before registering
         _check_shifted_sets(args, bundle, engine, references)
+    if args.register:
+        from tcc_model.bundle import register_files
+
+        register_files(bundle, [npz_path.name, json_path.name])
     print_written({"references": npz_path, "metadata": json_path})
     return 0
 

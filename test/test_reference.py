@@ -226,3 +226,40 @@ def test_cli_fits_the_phase_classifier_on_more_videos_than_it_keeps(
     refs = ReferenceSet.load(bundle)
     assert refs.phase_lags == () and refs.phase_weights.shape == (len(PHASES), refs.dim)
     assert reference.main(argv + ["--phase-lags", "0"]) == 2
+
+
+def test_check_sets_record_shifted_false_alarms_before_the_files_are_registered(
+    dataset, tmp_path, monkeypatch
+):
+    import hashlib
+
+    import tcc_model.bundle
+    import tcc_model.engine
+
+    monkeypatch.setattr(tcc_model.engine, "load_bundle", lambda *a, **k: ContextEngine())
+    registered: dict[str, str] = {}
+
+    def register(bundle, names):  # noqa: ANN001, ANN202
+        for name in names:
+            registered[name] = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(tcc_model.bundle, "register_files", register)
+    sets = tmp_path / "sets"
+    for i in range(3):
+        write(sets / "control" / "test", f"c{i}", colour_episode(40, seed=40 + i))
+        write(sets / "motion" / "test", f"m{i}", colour_episode(25, seed=40 + i))  # faster
+    for name in ("control", "motion"):
+        (sets / name / "manifest.json").write_text("{}")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "bundle.yaml").write_text("stand-in\n")
+    argv = ["--bundle", str(bundle), "--dataset", str(dataset), "--false-alarm-rate", "0.15"]
+    assert reference.main([*argv, "--check-sets", str(sets)]) == 0
+
+    check = json.loads((bundle / "references.json").read_text())["calibration"]["shift_check"]
+    assert check["factors"] == ["motion"] and check["sets"] == str(sets)
+    assert check["per_set"]["control"]["episodes"] == 3
+    assert check["single_factor_pooled"]["episodes"] == 3
+    # the manifest's hashes are of the files as they end up (the check rewrites the json)
+    for name, digest in registered.items():
+        assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest, name
