@@ -191,7 +191,8 @@ def _alerts_lines(alerts: dict[str, Any] | None, calibration: dict[str, Any]) ->
             )
         lines.append(
             f"\nFalse alarms: {fmt(row.get('false_alarms_per_100_normal'), '{:.1f}')} per 100 "
-            f"normal episodes ({row.get('normal_episodes')} normal); progress MAE "
+            f"normal episodes ({row.get('normal_episodes')} normal; "
+            f"+{row.get('pre_onset_false_alarms')} raised before an onset); progress MAE "
             f"{fmt(row.get('progress_mae'), '{:.3f}')}, phase accuracy "
             f"{fmt(row.get('phase_accuracy'), '{:.1%}')}."
         )

@@ -80,3 +80,14 @@ def test_model_card_names_command_commit_data_and_metrics(card):
         assert source["checkpoint_step"] == card["training"]["step"]
     for split in card["metrics"].values():
         assert 0.0 <= split["kendalls_tau"] <= 1.0
+
+
+def test_the_alerts_quoted_in_the_card_are_of_the_shipped_thresholds(card):
+    """The benchmark measured exactly the monitor the bundle ships (same calibration)."""
+    if not card.get("alerts"):
+        pytest.skip("the card quotes no alerts benchmark (make ship-model without bench_stream)")
+    from tcc_model.stream.references import reference_metadata
+
+    states = reference_metadata(SHIPPED)["calibration"]["detector_states"]
+    measured = card["alerts"]["shipped"]["thresholds"]
+    assert measured == pytest.approx({k: v["threshold"] for k, v in states.items()}, rel=1e-9)
