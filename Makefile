@@ -102,7 +102,8 @@ test-jazzy: $(JAZZY_STAMP)
 # never seen (seed 41, used nowhere else); then the pipeline from scratch: simulated pouring (a
 # fixed robot cell, 30% anomalous episodes) -> train the light model -> evaluate -> export the
 # bundle -> reference trajectories -> live ROS 2 monitor over DDS in separate processes -> one
-# report with both models side by side. Data is generated once. 2 threads, pinned (training is
+# report with both models side by side. Data is generated once (the training data while the
+# shipped model runs live, which waits on the camera's 12 fps clock). 2 threads, pinned (training is
 # bit-reproducible at a fixed thread count; the demo config sets train.threads too).
 DEMO_DATA := $(DEMO_DIR)/data
 DEMO_EPISODES ?= 72
@@ -114,13 +115,24 @@ demo: env
 	[ -f $(DEMO_UNSEEN)/manifest.json ] || $(PY) -m tcc_model.data.sim_pouring --out $(DEMO_UNSEEN) \
 	  --episodes 12 --size 112 --anomaly-rate 0.3 --seed 41 --workers 2 --variation station \
 	  --split-fractions 0,0,1
+	render=""  # step 2's data renders meanwhile: the live run below waits on the camera's clock
+	trap '[ -z "$$render" ] || kill $$render 2>/dev/null || true' EXIT
+	if [ ! -f $(DEMO_DATA)/manifest.json ]; then
+	  mkdir -p $(DEMO_DIR)
+	  $(PY) -m tcc_model.data.sim_pouring --out $(DEMO_DATA) --episodes $(DEMO_EPISODES) --size 112 \
+	    --anomaly-rate 0.3 --seed 0 --workers 2 --variation station > $(DEMO_DIR)/data.log 2>&1 &
+	  render=$$!
+	fi
 	rm -rf $(DEMO_DIR)/shipped
 	$(PY) -m tcc_ros.monitor --params config/progress_monitor.yaml --bundle $(SHIPPED_MODEL) \
 	  --with-demo-camera --demo-dataset folder:$(DEMO_UNSEEN) --demo-split test \
 	  --report $(DEMO_DIR)/shipped/report.json
 	echo "== [2/7] data: $(DEMO_EPISODES) simulated pouring episodes -> $(DEMO_DATA)"
-	[ -f $(DEMO_DATA)/manifest.json ] || $(PY) -m tcc_model.data.sim_pouring --out $(DEMO_DATA) \
-	  --episodes $(DEMO_EPISODES) --size 112 --anomaly-rate 0.3 --seed 0 --workers 2 --variation station
+	if [ -n "$$render" ]; then
+	  wait $$render || { echo "error: rendering $(DEMO_DATA) failed; see $(DEMO_DIR)/data.log" >&2; exit 1; }
+	  render=""
+	  tail -n 2 $(DEMO_DIR)/data.log
+	fi
 	$(PY) -m tcc_model.data.check $(DEMO_DATA)
 	rm -rf $(DEMO_DIR)/train $(DEMO_DIR)/eval $(DEMO_DIR)/bundle $(DEMO_DIR)/live
 	echo "== [3/7] train (config/train/sim_pouring_cpu.yaml)"
