@@ -187,3 +187,30 @@ def test_camera_augmentation_in_the_dataset(episodes) -> None:
     assert 0.0 <= float(b["frames"].min()) and float(b["frames"].max()) <= 255.0
     assert not torch.allclose(b["frames"], a["frames"].float())
     assert torch.equal(camera[0]["frames"], b["frames"])  # same (seed, epoch, index): same clip
+
+
+def test_speed_augmentation_plays_the_clip_faster_and_is_off_by_default(episodes) -> None:
+    args = {"num_frames": 5, "context_frames": 3, "context_stride": 4, "augment": False}
+    plain = VideoClipDataset(episodes, seed=3, **args)
+    off = VideoClipDataset(episodes, seed=3, max_speedup=1.0, **args)
+    for i in range(3):  # off: the very same items (the random stream is untouched)
+        assert all(torch.equal(plain[i][k], off[i][k]) for k in ("frames", "steps"))
+    fast = VideoClipDataset(episodes, seed=3, max_speedup=2.0, **args)
+    speeds = []
+    for epoch in range(8):
+        fast.set_epoch(epoch)
+        item = fast[0]  # 40 frames
+        seq_len, steps = int(item["seq_len"]), item["steps"].long()
+        assert 20 <= seq_len <= 40 and int(steps.max()) < seq_len  # steps in the faster time
+        source = item["frames"][:, 0, 0, 0].view(5, 3).long()  # pixel value = video frame
+        speed = fast.rng_for(0).uniform(1.0, 2.0)  # the clip's speed: the item's first draw
+        assert seq_len == int(np.ceil(40 / speed))
+        expected = torch.floor(steps.double() * speed).long().clamp(max=39)
+        assert torch.equal(source[:, 2], expected)  # main frame: floor(step x speed)
+        gaps = source[:, 2] - source[:, 1]  # context stride 4 steps = ~4 x speed video frames
+        assert bool(((gaps >= 4) | (steps < 4)).all())
+        assert torch.equal(item["phase_ids"], source[:, 2] * 3 // 40)  # labels of the shown frame
+        speeds.append(speed)
+    assert max(speeds) > 1.3  # the speed is drawn per clip
+    with pytest.raises(ValueError, match="max_speedup"):
+        VideoClipDataset(episodes, max_speedup=0.5, **args)

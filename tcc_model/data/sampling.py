@@ -158,6 +158,7 @@ class VideoClipDataset(Dataset):
         image_size: int | None = None,
         cache: FrameCache | None = None,
         min_videos: int = 2,
+        max_speedup: float = 1.0,
     ) -> None:
         if len(episodes) < min_videos:
             raise DatasetError(
@@ -174,6 +175,9 @@ class VideoClipDataset(Dataset):
         self.context_frames = context_frames
         self.context_stride = context_stride
         self.augment = resolve_augment(augment)
+        if not 1.0 <= max_speedup <= 4.0:
+            raise ValueError(f"max_speedup must be in [1, 4], got {max_speedup}")
+        self.max_speedup = float(max_speedup)
         self.seed = seed
         self.epoch = 0
         self.cache = cache if cache is not None else FrameCache(image_size)
@@ -199,10 +203,12 @@ class VideoClipDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self.episodes)} videos")
         episode = self.episodes[index]
         frames = self.cache.get(episode)
-        seq_len = len(frames)
         rng = self.rng_for(index)
+        timeline = self._timeline(len(frames), rng)
+        seq_len = len(timeline)
         steps = self.sampler.sample(seq_len, rng)
         gather = context_indices(steps, self.context_frames, self.context_stride).reshape(-1)
+        gather = timeline[gather]
         if self.augment is None or self.augment == "reference":
             clip = torch.from_numpy(np.ascontiguousarray(frames[gather]))
             if self.augment == "reference":
@@ -215,9 +221,23 @@ class VideoClipDataset(Dataset):
             "frames": clip,
             "steps": torch.from_numpy(steps),
             "seq_len": torch.tensor(seq_len, dtype=torch.long),
-            "phase_ids": torch.from_numpy(self._phase_ids[index][steps]),
+            "phase_ids": torch.from_numpy(self._phase_ids[index][timeline[steps]]),
             "video_index": torch.tensor(index, dtype=torch.long),
         }
+
+    def _timeline(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+        """Video frame of each step of the clip's time: every frame, or a faster playback.
+
+        With ``max_speedup`` > 1 the clip plays ``s`` ~ U[1, max_speedup] times faster (frame
+        ``floor(k s)`` at step ``k``), so a robot that moves faster than in the demonstrations
+        looks like something the model saw; steps, context stride and TCN windows are in that
+        time. ``rng`` is not drawn from when off (the sampling stays as without the option).
+        """
+        if self.max_speedup <= 1.0:
+            return np.arange(num_frames)
+        speed = rng.uniform(1.0, self.max_speedup)
+        steps = max(int(np.ceil(num_frames / speed)), min(num_frames, self.sampler.num_frames))
+        return np.minimum(np.floor(np.arange(steps) * speed).astype(np.int64), num_frames - 1)
 
 
 def worker_threads_init(_worker_id: int) -> None:

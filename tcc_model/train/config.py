@@ -42,6 +42,9 @@ class DataConfig:
     # (exposure, white balance, hue, gamma, noise, blur, small warp: tcc_model.data.augment),
     # false/"none"
     augment: bool | Literal["none", "reference", "camera"] = True
+    # temporal augmentation: each clip plays at a speed drawn from [1, speed_augment] times the
+    # video's (frames skipped; context stride and TCN windows in the faster time); 1: off
+    speed_augment: float = 1.0
     # DataLoader worker processes (0: decode in the training process)
     num_workers: int = 0
     # dataset split to train on
@@ -66,6 +69,7 @@ class DataConfig:
             ("num_frames", self.num_frames >= 2),
             ("sample_stride", self.sample_stride >= 1),
             ("num_workers", self.num_workers >= 0),
+            ("speed_augment", 1.0 <= self.speed_augment <= 4.0),
         ]:
             if not ok:
                 raise ConfigError(f"data.{key}={getattr(self, key)!r}: out of range")

@@ -144,7 +144,11 @@ class Trainer:
             image_size=self.model_cfg.image_size,
         )
         self.train_clips = VideoClipDataset(
-            self.train_episodes, augment=d.augment, seed=self.seed, **clip_args
+            self.train_episodes,
+            augment=d.augment,
+            seed=self.seed,
+            max_speedup=d.speed_augment,
+            **clip_args,
         )
         self.val_clips = None
         if len(self.val_episodes) >= 2:
