@@ -59,23 +59,14 @@ def calibration_check(
     return pooled_check(per_set, level)
 
 
-def _by_detector(counts: dict[str, int] | None) -> str:
-    return f" ({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))})" if counts else ""
-
-
 def calibration_line(report: dict[str, Any]) -> str:
     """One line: the calibration and its false alarms on every shifted set."""
-    check, cal = report["calibration_check"], report["calibration"]
-    pooled = check["single_factor_pooled"]
+    from tcc_model.shift_check import check_line
+
+    cal = report["calibration"]
     return (
         f"{report['bundle']}: calibration ({cal['source']}, {cal['episodes']} normal episodes, "
-        f"rate {cal['false_alarm_rate']}) checked against "
-        + ", ".join(
-            f"{k} {v['false_alarms']}/{v['episodes']}" + _by_detector(v.get("detectors"))
-            for k, v in check["per_set"].items()
-        )
-        + f" false alarms; single factors pooled: {pooled['per_100']:.1f} per 100 "
-        f"(95% upper bound {pooled['upper_95_per_100']:.1f})"
+        f"rate {cal['false_alarm_rate']}): {check_line(report['calibration_check'])}"
     )
 
 
