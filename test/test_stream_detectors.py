@@ -323,3 +323,36 @@ def test_bench_stream_counts_a_pre_onset_alarm_as_a_false_alarm():
     assert summary["pre_onset_false_alarms"] == 1
     assert summary["stall"]["caught"] == 1 and summary["stall"]["median_delay"] == 1.0
     assert summary["false_alarms_per_100_normal"] == 0.0
+
+
+def _fall_statistic(progress: list[float], config: MonitorConfig) -> list[float]:
+    """``progress_backwards`` per frame of the tracker fed ``progress`` at FPS."""
+    from tcc_model.stream.config import Thresholds
+    from tcc_model.stream.detectors import AnomalyTracker
+
+    tracker = AnomalyTracker(Thresholds({"progress_backwards": 0.2}), config, PHASES)
+    out = []
+    for i, p in enumerate(progress):
+        tracker.update(i, i / FPS, p, 0.0, 1, [], 0.0, 1)
+        out.append(tracker.statistics["progress_backwards"])
+    return out
+
+
+def test_a_few_frames_flipped_far_ahead_are_not_a_fall_but_a_real_turn_is():
+    config = MonitorConfig(detectors=("progress_backwards",))
+    rate = config.backwards_peak_rate / FPS  # the most the peak may rise per frame
+    ramp = list(np.linspace(0.0, 0.4, 41))  # 0.01 per frame: a normal run
+    flip = ramp + [0.8] * 4 + list(0.4 + 0.01 * np.arange(1, 11))  # estimate flips ahead, back
+    fall = _fall_statistic(flip, config)
+    assert max(fall) <= 4 * rate + 1e-9  # the flip moved the peak by at most 4 frames' rate
+    turn = ramp + list(0.4 - 0.01 * np.arange(1, 21))  # the run really goes backwards
+    fell = _fall_statistic(turn, config)
+    assert fell[-1] == pytest.approx(0.2, abs=1e-9)  # the whole fall from the real peak
+    # followed at full speed (the rate does not bind), the flip would read as a 0.39 fall
+    fast = _fall_statistic(flip, MonitorConfig(backwards_peak_rate=100.0))
+    assert max(fast) == pytest.approx(0.39, abs=1e-9)
+
+
+def test_backwards_peak_rate_must_be_positive():
+    with pytest.raises(ConfigError, match="backwards_peak_rate"):
+        MonitorConfig(backwards_peak_rate=0.0)

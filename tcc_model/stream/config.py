@@ -103,7 +103,8 @@ DETECTORS: dict[str, DetectorSpec] = {
             "backwards_threshold",
             "progress",
             False,
-            "fall of the aligned progress from its running peak",
+            "fall of the aligned progress from its running peak (the peak rises at most "
+            "backwards_peak_rate per second)",
             "one scalar comparison",
         ),
     )
@@ -132,6 +133,7 @@ RUNTIME_SETTINGS = (
     "window_back",
     "end_progress",
     "stall_min_advance",
+    "backwards_peak_rate",
     "still_drift",
     "still_pixel_weight",
     "skip_hold_frames",
@@ -171,6 +173,11 @@ class MonitorConfig:
     rest_phases: tuple[str, ...] = ()
     end_progress: float = 0.97
     backwards_threshold: float | None = None
+    # The running peak of ``progress_backwards`` rises at most this much aligned progress per
+    # second (a run lasts ~10 s: 0.1/s). The estimate sometimes flips for a few frames to a
+    # look-alike moment far ahead (tilting up and tilting down look alike) and flips back;
+    # followed at full speed, such a flip reads as a large fall. 0.3/s follows any real run.
+    backwards_peak_rate: float = 0.3
     skip_threshold: float | None = None
     skip_hold_frames: int = 5
     fps: float | None = None
@@ -203,6 +210,11 @@ class MonitorConfig:
             )
         if not 1 <= self.off_trajectory_m <= self.off_trajectory_n:
             raise ConfigError("MonitorConfig: need 1 <= off_trajectory_m <= off_trajectory_n")
+        if not self.backwards_peak_rate > 0:
+            raise ConfigError(
+                f"MonitorConfig.backwards_peak_rate must be > 0 (progress per second), got "
+                f"{self.backwards_peak_rate}"
+            )
         if not 0 < self.evidence_decay <= 1:
             raise ConfigError("MonitorConfig.evidence_decay must be in (0, 1]")
         unknown = [d for d in self.detectors if d not in DETECTORS]

@@ -65,6 +65,7 @@ class AnomalyTracker:
         self.still_evidence = 0.0
         self.still_since = -1
         self._last_frame = -1
+        self._last_t = math.nan
         self.peak = -math.inf
         self.skip_countdown = 0
         self.skip_evidence = 0.0
@@ -164,8 +165,13 @@ class AnomalyTracker:
         ):
             self.anchor_progress, self.anchor_time = progress, t
         stats["progress_stall"] = max(0.0, t - self.anchor_time)
-        self.peak = max(self.peak, progress)
-        stats["progress_backwards"] = self.peak - progress
+        if math.isfinite(self.peak) and math.isfinite(self._last_t):
+            reach = self.peak + cfg.backwards_peak_rate * max(0.0, t - self._last_t)
+            self.peak = max(self.peak, min(progress, reach))
+        elif math.isfinite(progress):
+            self.peak = progress
+        self._last_t = t
+        stats["progress_backwards"] = self.peak - progress if math.isfinite(self.peak) else 0.0
         if jumped:  # a skip's evidence is held for skip_hold_frames frames
             self.skip_countdown = cfg.skip_hold_frames
             self.skip_evidence = skip_evidence

@@ -63,6 +63,7 @@ MONITOR_RANGES: dict[str, tuple[float, float]] = {
     "stall_min_advance": (0.0, 1.0),
     "end_progress": (0.0, 1.0),
     "backwards_threshold": (0.0, 1.0),
+    "backwards_peak_rate": (1e-6, 100.0),
     "skip_threshold": (0.0, 1.0),
     "skip_hold_frames": (0, 1000),
     "fps": (0.0, 1000.0),
