@@ -152,3 +152,43 @@ def summarize(scores: Sequence[EpisodeScore]) -> dict:
         "median_detection_delay": float(np.median(delays)) if delays else float("nan"),
         "episode_auroc": auroc([s.max_score for s in scores], [s.anomalous for s in scores]),
     }
+
+
+def threshold_ceiling(
+    normal_maxima: np.ndarray, anomaly_maxima: np.ndarray, allowed_false_alarms: int = 0
+) -> int:
+    """Anomalies any per-detector thresholds could catch on these very episodes.
+
+    ``normal_maxima [N, D]``: each normal episode's largest statistic per detector;
+    ``anomaly_maxima [A, D]``: each anomalous episode's largest statistic at or after its onset.
+    Thresholds are set on the evaluated episodes themselves: each detector just above its
+    largest normal maximum once the ``allowed_false_alarms`` normal episodes that block the most
+    catches are given up (exhaustive for 0 and 1, greedy beyond). No calibration on other
+    episodes can do better with these statistics, so this bounds what calibration can recover;
+    it ignores delays and alarms raised before an onset.
+    """
+    normal = np.asarray(normal_maxima, dtype=np.float64)
+    anomalous = np.asarray(anomaly_maxima, dtype=np.float64)
+    if anomalous.size == 0:
+        return 0
+    if normal.size == 0:
+        return int(len(anomalous))
+
+    def caught(keep: np.ndarray) -> int:
+        if not keep.any():
+            return int(len(anomalous))
+        limit = normal[keep].max(axis=0)
+        return int((anomalous > limit[None, :]).any(axis=1).sum())
+
+    keep = np.ones(len(normal), dtype=bool)
+    best = caught(keep)
+    for _ in range(min(allowed_false_alarms, len(normal))):
+        trials = []
+        for i in np.flatnonzero(keep):
+            keep[i] = False
+            trials.append((caught(keep), -int(i)))
+            keep[i] = True
+        gain, drop = max(trials)
+        keep[-drop] = False
+        best = max(best, gain)
+    return best

@@ -102,7 +102,7 @@ def test_the_replay_draws_each_episode_timeline_from_the_monitor_results(tmp_pat
         references = SimpleNamespace(phase_names=["a", "b"])
         fps = 10.0
 
-        def run(self, embeddings, stamps, pixels):
+        def run(self, embeddings, stamps, pixels, statistics=None):
             return [
                 SimpleNamespace(
                     anomaly=i >= 4,
@@ -149,3 +149,10 @@ def test_the_synthetic_benchmark_runs_end_to_end_and_writes_its_report(tmp_path,
     assert len(row["records"]) == 4 + 4  # 4 normal + one episode per anomaly type
     printed = capsys.readouterr().out
     assert "shipped: calibration tail on 29 episodes (1 excluded" in printed
+    # thresholds chosen on the test episodes themselves catch at least what the calibrated ones
+    # did at the same number of false alarms
+    false_alarms = sum(r["false_alarm"] for r in row["records"] if r["anomaly"] is None)
+    assert false_alarms <= 2
+    assert row["ceiling"]["detectors"][str(false_alarms)] >= row["all"]["caught"]
+    assert row["ceiling"]["all_statistics"]["0"] >= row["ceiling"]["detectors"]["0"]
+    assert "ceiling (thresholds chosen on these test episodes themselves" in printed

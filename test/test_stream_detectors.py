@@ -284,7 +284,7 @@ def test_bench_stream_counts_a_pre_onset_alarm_as_a_false_alarm():
         def __init__(self, alarms: dict[str, list[int]]) -> None:
             self.alarms = alarms
 
-        def run(self, embeddings, stamps, pixels):
+        def run(self, embeddings, stamps, pixels, statistics=None):
             flags = self.alarms[embeddings]
             return [
                 SimpleNamespace(

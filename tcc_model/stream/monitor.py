@@ -245,18 +245,23 @@ class MonitorBase:
         embeddings: np.ndarray,
         stamps: Sequence[float] | None = None,
         pixels: np.ndarray | None = None,
+        statistics: list[dict[str, float]] | None = None,
     ) -> list[FrameResult]:
         """Reset, then feed ``embeddings [N, D]`` one by one (offline replay of an episode).
 
         ``pixels [N, 768]``: the frames' thumbnails (:func:`~tcc_model.stream.profiles.thumbnails`).
+        ``statistics``: a list to append each frame's raw detector statistics to (benchmarks).
         """
         self.reset()
         n = len(embeddings)
         stamps_list = list(stamps) if stamps is not None else [None] * n
         pixel_list = list(pixels) if pixels is not None else [None] * n
-        return [
-            self.process_embedding(e, s, p) for e, s, p in zip(embeddings, stamps_list, pixel_list)
-        ]
+        results = []
+        for e, s, p in zip(embeddings, stamps_list, pixel_list):
+            results.append(self.process_embedding(e, s, p))
+            if statistics is not None:
+                statistics.append(self.statistics)
+        return results
 
     # -- to implement ---------------------------------------------------------------------------
     def _reset_alignment(self) -> None:
