@@ -241,6 +241,15 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"episodes of {cal.get('data')} (seed {cal_gen.get('seed')}, "
         f"{cal_gen.get('episodes')} episodes, variation {cal_gen.get('variation')})",
         f"- shipped from {card['source_bundle']} at commit {card['shipped_at'].get('commit')}",
+        *(
+            [
+                "- recalibrated (references, calibration and alerts redone with the code of that "
+                "commit); the model files, how they were trained and their metrics are those "
+                f"first shipped at commit {_first_commit(card)}"
+            ]
+            if card.get("recalibrated")
+            else []
+        ),
         "",
         "## Metrics (`python -m tcc_model.evaluate`, normal videos of each split)",
         "",
@@ -262,6 +271,11 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _first_commit(card: dict[str, Any]) -> str:
+    """The commit a recalibrated model was first shipped at."""
+    return str((card["recalibrated"].get("previous_shipped_at") or {}).get("commit"))
+
+
 def ship(
     src: Path,
     out: Path,
@@ -269,20 +283,33 @@ def ship(
     command: str | None = None,
     calibration_data: Path | None = None,
     alerts: Path | None = None,
+    previous_card: Path | None = None,
 ) -> dict[str, Any]:
     """Copy the bundle's listed files to ``out`` (replaced whole) and write the card.
 
-    ``command``: the training command when the run recorded none (``provenance.json``)."""
+    ``command``: the training command when the run recorded none (``provenance.json``).
+    ``previous_card``: the ``model_card.json`` of the same model files shipped before (a
+    recalibration): its training provenance and metrics are kept."""
     from tcc_model.bundle import MANIFEST_NAME, read_manifest
     from tcc_model.cli import check_bundle
     from tcc_model.utils import write_text_atomic
 
     manifest = read_manifest(check_bundle(src), verify=True)
+    old = _json(previous_card) if previous_card is not None else None
+    if old is not None and old.get("bundle_id") != manifest["bundle_id"]:
+        raise UserError(
+            f"--previous-card {previous_card}: describes bundle {str(old.get('bundle_id'))[:12]}, "
+            f"not {manifest['bundle_id'][:12]} (other model files); ship a retrained model with "
+            "its run's --eval folders instead"
+        )
     names = [MANIFEST_NAME, *(manifest.get("files") or {})]
     total = sum((src / n).stat().st_size for n in names)
     if total > MAX_BYTES:
         raise UserError(f"{src}: {total / 1e6:.1f} MB, more than {MAX_BYTES / 1e6:.0f} MB")
     card = build_card(src, manifest, evals, calibration_data, alerts)
+    if old is not None:  # the same model recalibrated: how it was trained and its metrics hold
+        card.update({k: old[k] for k in ("training", "cpu", "metrics", "metric_sources")})
+        card["recalibrated"] = {"previous_shipped_at": old.get("shipped_at")}
     if command and not card["training"]["launches"]:
         card["training"]["launches"] = [{"command": command, "note": "given to make ship-model"}]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +350,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--alerts", type=Path, default=None, help="a bench_stream --out report to quote (shipped)"
     )
+    p.add_argument(
+        "--previous-card",
+        type=Path,
+        default=None,
+        help="model_card.json of the same model shipped before (recalibrated with the current "
+        "code): keep its training provenance and metrics",
+    )
     args = p.parse_args(argv)
     evals: dict[str, Path | None] = {}
     for item in args.eval:
@@ -330,7 +364,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sep or not name or not folder:
             raise UserError(f"--eval {item!r}: expected NAME=DIR, e.g. val=runs/sim_eval/eval")
         evals[name] = Path(folder)
-    card = ship(args.bundle, args.out, evals, args.command, args.calibration_data, args.alerts)
+    card = ship(
+        args.bundle,
+        args.out,
+        evals,
+        args.command,
+        args.calibration_data,
+        args.alerts,
+        args.previous_card,
+    )
     from tcc_model.cli import print_written
 
     size = sum(b or 0 for b in card["files"].values()) / 1e6

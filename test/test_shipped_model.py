@@ -91,3 +91,17 @@ def test_the_alerts_quoted_in_the_card_are_of_the_shipped_thresholds(card):
     states = reference_metadata(SHIPPED)["calibration"]["detector_states"]
     measured = card["alerts"]["shipped"]["thresholds"]
     assert measured == pytest.approx({k: v["threshold"] for k, v in states.items()}, rel=1e-9)
+
+
+def test_reshipping_the_same_model_keeps_its_training_record_and_refuses_another(card, tmp_path):
+    from tcc_model.errors import UserError
+
+    ship = _ship_module()
+    out = tmp_path / "shipped"
+    again = ship.ship(SHIPPED, out, {}, previous_card=SHIPPED / "model_card.json")
+    assert again["metrics"] == card["metrics"] and again["training"] == card["training"]
+    assert "recalibrated" in (out / "MODEL_CARD.md").read_text()
+    other = dict(card, bundle_id="0" * 64)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match="other model files"):
+        ship.ship(SHIPPED, tmp_path / "x", {}, previous_card=tmp_path / "other.json")
