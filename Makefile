@@ -173,6 +173,16 @@ bench: env
 SIM_EVAL_DIR ?= runs/sim_eval
 SIM_EVAL_EPISODES := 500
 SIM_EVAL_PROTOCOLS := tau,classification,progression
+# references, calibration at 1% and the shift check of a bundle (tcc_model.reference), and the
+# alerts benchmark on the seed-23 set (bench_stream): the same for sim-eval and recalibrate-model
+SIM_EVAL_CALIBRATION := --dataset folder:$(SIM_EVAL_DIR)/data \
+  --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val --false-alarm-rate 0.01 \
+  --check-sets $(SIM_EVAL_DIR)/shift_sets
+SIM_EVAL_ALERTS := --dataset folder:$(SIM_EVAL_DIR)/data \
+  --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val \
+  --test-dataset folder:$(SIM_EVAL_DIR)/alerts_test --split test --false-alarm-rate 0.01 \
+  --methods shipped previous_default nearest_neighbour \
+  --out $(SIM_EVAL_DIR)/bench_stream.json --overwrite
 sim-eval-data: env
 	@export OMP_NUM_THREADS=2
 	if [ -f $(SIM_EVAL_DIR)/data/manifest.json ] && ! grep -q '"episodes": $(SIM_EVAL_EPISODES)[,}]' \
@@ -202,9 +212,7 @@ sim-eval: sim-eval-data
 	  --out $(SIM_EVAL_DIR)/train
 	$(PY) -m tcc_model.export --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt \
 	  --out $(SIM_EVAL_DIR)/bundle --dataset folder:$(SIM_EVAL_DIR)/data --overwrite
-	$(PY) -m tcc_model.reference --bundle $(SIM_EVAL_DIR)/bundle --dataset folder:$(SIM_EVAL_DIR)/data \
-	  --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val --false-alarm-rate 0.01 \
-	  --check-sets $(SIM_EVAL_DIR)/shift_sets
+	$(PY) -m tcc_model.reference --bundle $(SIM_EVAL_DIR)/bundle $(SIM_EVAL_CALIBRATION)
 	$(PY) -m tcc_model.evaluate --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt \
 	  --dataset folder:$(SIM_EVAL_DIR)/data --out $(SIM_EVAL_DIR)/eval --protocols $(SIM_EVAL_PROTOCOLS) \
 	  --quiet --no-video --overwrite
@@ -215,11 +223,7 @@ sim-eval: sim-eval-data
 	  --dataset folder:$(SIM_EVAL_DIR)/data --eval-dataset folder:$(SIM_EVAL_DIR)/heldout \
 	  --eval-split test --out $(SIM_EVAL_DIR)/eval_heldout --protocols $(SIM_EVAL_PROTOCOLS) \
 	  --quiet --no-video --overwrite
-	$(PY) benchmarks/bench_stream.py --bundle $(SIM_EVAL_DIR)/bundle \
-	  --dataset folder:$(SIM_EVAL_DIR)/data --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val \
-	  --test-dataset folder:$(SIM_EVAL_DIR)/alerts_test --split test --false-alarm-rate 0.01 \
-	  --methods shipped previous_default nearest_neighbour \
-	  --out $(SIM_EVAL_DIR)/bench_stream.json --overwrite
+	$(PY) benchmarks/bench_stream.py --bundle $(SIM_EVAL_DIR)/bundle $(SIM_EVAL_ALERTS)
 	for app in transfer retrieve anomaly; do $(PY) -m tcc_model.applications $$app \
 	  --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt --dataset folder:$(SIM_EVAL_DIR)/data \
 	  --out $(SIM_EVAL_DIR)/applications/$$app; done
@@ -248,14 +252,8 @@ ship-model: env
 RECAL_DIR := $(SIM_EVAL_DIR)/bundle_shipped
 recalibrate-model: sim-eval-data
 	@rm -rf $(RECAL_DIR) && cp -r $(SHIPPED_MODEL) $(RECAL_DIR)
-	$(PY) -m tcc_model.reference --bundle $(RECAL_DIR) --dataset folder:$(SIM_EVAL_DIR)/data \
-	  --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val --false-alarm-rate 0.01 \
-	  --check-sets $(SIM_EVAL_DIR)/shift_sets
-	$(PY) benchmarks/bench_stream.py --bundle $(RECAL_DIR) \
-	  --dataset folder:$(SIM_EVAL_DIR)/data --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val \
-	  --test-dataset folder:$(SIM_EVAL_DIR)/alerts_test --split test --false-alarm-rate 0.01 \
-	  --methods shipped previous_default nearest_neighbour \
-	  --out $(SIM_EVAL_DIR)/bench_stream.json --overwrite
+	$(PY) -m tcc_model.reference --bundle $(RECAL_DIR) $(SIM_EVAL_CALIBRATION)
+	$(PY) benchmarks/bench_stream.py --bundle $(RECAL_DIR) $(SIM_EVAL_ALERTS)
 	$(PY) models/ship_model.py --bundle $(RECAL_DIR) --out $(SHIPPED_MODEL) \
 	  --previous-card $(SHIPPED_MODEL)/model_card.json --calibration-data $(SIM_EVAL_DIR)/calib \
 	  --alerts $(SIM_EVAL_DIR)/bench_stream.json

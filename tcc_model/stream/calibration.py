@@ -71,15 +71,11 @@ class _Replay:
         monitor = self.monitor_class(refs, config)
         out = np.zeros((len(which), len(config.detectors)))
         for row, i in enumerate(which):
-            monitor.reset()
-            stamps = (
-                self.stamps[i] if self.stamps[i] is not None else [None] * len(self.episodes[i])
-            )
-            pixels = self.pixels[i] if self.pixels[i] is not None else [None] * len(stamps)
-            for e, s, p in zip(self.episodes[i], stamps, pixels):
-                if monitor.process_embedding(e, s, p).valid:
-                    stats = monitor.statistics
-                    out[row] = np.maximum(out[row], [stats[d] for d in config.detectors])
+            stats: list[dict[str, float]] = []
+            results = monitor.run(self.episodes[i], self.stamps[i], self.pixels[i], stats)
+            for frame, result in zip(stats, results):
+                if result.valid:
+                    out[row] = np.maximum(out[row], [frame[d] for d in config.detectors])
         return out
 
 
