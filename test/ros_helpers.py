@@ -213,6 +213,24 @@ def linked(node, pub) -> bool:
     )
 
 
+def handled(node) -> int:
+    """Frames the node has finished with: published, rejected or failed."""
+    with node.stats.lock:
+        return node.stats.processed + node.stats.rejected + node.stats.failed
+
+
+def publish_in_turn(node, pub, messages, timeout: float = 10.0) -> None:
+    """Publish ``messages`` one at a time, each after the node has finished the previous one.
+
+    The node keeps only the newest frame, so frames published faster than a loaded machine
+    runs the worker would be dropped by design; tests that count outputs send them in turn.
+    """
+    for msg in messages:
+        before = handled(node)
+        pub.publish(msg)
+        assert wait(lambda before=before: handled(node) > before, timeout), "frame not handled"
+
+
 def image(value: int, sec: int, nanosec: int = 7, **overrides):
     from builtin_interfaces.msg import Time
     from sensor_msgs.msg import Image

@@ -37,6 +37,7 @@ from ros_helpers import (
     linked,
     make_node,
     probe,
+    publish_in_turn,
     ros_env,
     wait,
 )
@@ -159,9 +160,7 @@ def test_node_publishes_stamped_outputs_and_skips_malformed_frames(ros_graph) ->
         image(0, 6, data=b"\x00" * 10),
         image(60, 7),
     ]
-    for msg in frames:
-        pub.publish(msg)
-        time.sleep(0.1)
+    publish_in_turn(node, pub, frames)
     assert wait(lambda: len(got.phase) >= 4 and len(got.alignment) >= 4)
     assert [m.header.stamp.sec for m in got.phase] == [1, 2, 4, 7]
     assert all(m.header.stamp.nanosec == 7 for m in got.phase)
