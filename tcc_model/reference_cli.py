@@ -97,8 +97,8 @@ def _add_calibration_args(p: argparse.ArgumentParser) -> None:
         "--calibration-method",
         choices=CALIBRATION_METHODS,
         default=DEFAULT_CALIBRATION_METHOD,
-        help="tail (default): per detector, a robust exponential tail of its normal maxima at "
-        "rate / detectors; fused: one conformal threshold on the largest normalised detector "
+        help="tail (default): per detector, a generalized Pareto tail of its normal maxima at "
+        "rate / detectors, then the conformal count guard; fused: one conformal threshold on the largest normalised detector "
         "statistic; bonferroni: one conformal threshold per detector at rate / detectors",
     )
 
