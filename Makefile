@@ -176,7 +176,8 @@ SIM_EVAL_DIR ?= runs/sim_eval
 SIM_EVAL_EPISODES := 1000
 SIM_EVAL_PROTOCOLS := tau,classification,progression
 # references, calibration at 1% and the shift check of a bundle (tcc_model.reference), and the
-# alerts benchmark on the seed-23 set (bench_stream): the same for sim-eval and recalibrate-model
+# alerts benchmark on the fresh normal runs and on the seed-23 set (bench_stream): the same for
+# sim-eval and recalibrate-model
 SIM_EVAL_CALIBRATION := --dataset folder:$(SIM_EVAL_DIR)/data \
   --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val --false-alarm-rate 0.01 \
   --check-sets $(SIM_EVAL_DIR)/shift_sets
@@ -184,6 +185,7 @@ SIM_EVAL_ALERTS := --dataset folder:$(SIM_EVAL_DIR)/data \
   --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val \
   --test-dataset folder:$(SIM_EVAL_DIR)/alerts_test --split test --false-alarm-rate 0.01 \
   --methods shipped previous_default nearest_neighbour \
+  --fresh-normals $(SIM_EVAL_DIR)/bench_stream_normal.json \
   --out $(SIM_EVAL_DIR)/bench_stream.json --overwrite
 # the shipped monitor's false alarms on 300 fresh normal runs (the rate the calibration promises)
 SIM_EVAL_FRESH := --dataset folder:$(SIM_EVAL_DIR)/data \
@@ -238,8 +240,8 @@ sim-eval: sim-eval-data
 	  --dataset folder:$(SIM_EVAL_DIR)/data --eval-dataset folder:$(SIM_EVAL_DIR)/heldout \
 	  --eval-split test --out $(SIM_EVAL_DIR)/eval_heldout --protocols $(SIM_EVAL_PROTOCOLS) \
 	  --quiet --no-video --overwrite
-	$(PY) benchmarks/bench_stream.py --bundle $(SIM_EVAL_DIR)/bundle $(SIM_EVAL_ALERTS)
 	$(PY) benchmarks/bench_stream.py --bundle $(SIM_EVAL_DIR)/bundle $(SIM_EVAL_FRESH)
+	$(PY) benchmarks/bench_stream.py --bundle $(SIM_EVAL_DIR)/bundle $(SIM_EVAL_ALERTS)
 	for app in transfer retrieve anomaly; do $(PY) -m tcc_model.applications $$app \
 	  --checkpoint $(SIM_EVAL_DIR)/train/checkpoints/last.pt --dataset folder:$(SIM_EVAL_DIR)/data \
 	  --out $(SIM_EVAL_DIR)/applications/$$app; done
@@ -269,6 +271,7 @@ RECAL_DIR := $(SIM_EVAL_DIR)/bundle_shipped
 recalibrate-model: sim-eval-data
 	@rm -rf $(RECAL_DIR) && cp -r $(SHIPPED_MODEL) $(RECAL_DIR)
 	$(PY) -m tcc_model.reference --bundle $(RECAL_DIR) $(SIM_EVAL_CALIBRATION)
+	$(PY) benchmarks/bench_stream.py --bundle $(RECAL_DIR) $(SIM_EVAL_FRESH)
 	$(PY) benchmarks/bench_stream.py --bundle $(RECAL_DIR) $(SIM_EVAL_ALERTS)
 	$(PY) models/ship_model.py --bundle $(RECAL_DIR) --out $(SHIPPED_MODEL) \
 	  --previous-card $(SHIPPED_MODEL)/model_card.json --calibration-data $(SIM_EVAL_DIR)/calib \

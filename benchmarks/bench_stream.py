@@ -130,18 +130,72 @@ def _run_with_maxima(monitor: Any, ep: Any) -> tuple[list[Any], dict[str, float]
     return results, {k: max(float(s[k]) for s in frames) for k in (frames[0] if frames else {})}
 
 
+def _maxima_table(records: list[dict[str, Any]], detectors: Sequence[str], normal: bool):
+    """``[episodes, detectors]`` statistic maxima of the normal (or the anomalous) records."""
+    rows = [r["maxima"] for r in records if (r["anomaly"] is None) == normal]
+    values = [[row.get(d, 0.0) for d in detectors] for row in rows]
+    return np.array(values, dtype=float).reshape(-1, len(detectors))
+
+
 def ceiling(records: list[dict[str, Any]], detectors: Sequence[str]) -> dict[str, int]:
     """:func:`~tcc_model.monitor_metrics.threshold_ceiling` of ``detectors``' statistics at 0, 1
     and 2 false alarms among the normal episodes."""
     from tcc_model.monitor_metrics import threshold_ceiling
 
-    def table(normal: bool) -> np.ndarray:
-        rows = [r["maxima"] for r in records if (r["anomaly"] is None) == normal]
-        values = [[row.get(d, 0.0) for d in detectors] for row in rows]
-        return np.array(values, dtype=float).reshape(-1, len(detectors))
-
-    normal, anomalous = table(True), table(False)
+    normal = _maxima_table(records, detectors, True)
+    anomalous = _maxima_table(records, detectors, False)
     return {str(k): threshold_ceiling(normal, anomalous, k) for k in (0, 1, 2)}
+
+
+#: Largest --fresh-normals report read (a 300-episode report is ~1 MB).
+MAX_REPORT_BYTES = 256 * 2**20
+
+
+def fresh_ceiling(
+    records: list[dict[str, Any]],
+    fresh: list[dict[str, Any]],
+    rate: float,
+    detectors: Sequence[str],
+) -> dict[str, Any]:
+    """The ceiling with thresholds set on ``fresh`` normal episodes instead of the test's own.
+
+    Each detector just above the fresh normals' maxima once ``floor(rate x n)`` of the ``n``
+    fresh episodes (those that block the most catches) are given up: what any calibration could
+    catch at that false-alarm rate with thresholds that hold for that many normal runs.
+    """
+    from tcc_model.monitor_metrics import threshold_ceiling
+
+    n = sum(r["anomaly"] is None for r in fresh)
+    allowed = math.floor(rate * n + 1e-9)
+    out: dict[str, Any] = {"normal_episodes": n, "allowed_false_alarms": allowed}
+    for key, names in (("detectors", detectors), ("all_statistics", ALL_DETECTORS)):
+        normal = _maxima_table(fresh, names, True)
+        anomalous = _maxima_table(records, names, False)
+        out[key] = threshold_ceiling(normal, anomalous, allowed)
+    return out
+
+
+def load_fresh_normals(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per method: the records of a bench_stream report on normal episodes (``--fresh-normals``)."""
+    from tcc_model.errors import ConfigError
+
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise ConfigError(f"--fresh-normals {path}: cannot be read ({err})") from err
+    if size > MAX_REPORT_BYTES:
+        raise ConfigError(
+            f"--fresh-normals {path}: {size} bytes, more than a bench_stream report "
+            f"({MAX_REPORT_BYTES} at most); pass the JSON written by --out"
+        )
+    try:
+        results = json.loads(path.read_text())["results"]
+        return {name: row["records"] for name, row in results.items()}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"--fresh-normals {path}: not a bench_stream --out report with records ({err}); "
+            "write one with --test-dataset <normal episodes> --out"
+        ) from err
 
 
 def _timeline(monitor: Any, ep: Any, results: list[Any]) -> Any:
@@ -362,6 +416,14 @@ def print_tables(rows: dict[str, dict[str, Any]], source: str, args: argparse.Na
             f"{top['all_statistics']['0']} / {top['all_statistics']['1']} / "
             f"{top['all_statistics']['2']}"
         )
+        if "fresh_normals" in top:
+            fr = top["fresh_normals"]
+            print(
+                f"{name}: ceiling with thresholds set on {fr['normal_episodes']} fresh normal "
+                f"episodes ({fr['allowed_false_alarms']} of them allowed to alarm: the rate "
+                f"asked): its detectors catch {fr['detectors']} of {row['all']['episodes']}, "
+                f"all {len(ALL_DETECTORS)} statistics {fr['all_statistics']}"
+            )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -388,6 +450,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--noise", type=float, default=0.06, help="embedding noise (synthetic)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the JSON report (episodes too)")
+    p.add_argument(
+        "--fresh-normals",
+        type=Path,
+        default=None,
+        help="a report of this bench on normal episodes only (same bundle and calibration): "
+        "also report the ceiling with thresholds set on those episodes at the rate asked",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out report")
     p.add_argument(
         "--timeline",
@@ -435,6 +504,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "shipped" and not shared:
             cal = row["calibration"]
             shared = {"temperature": cal["temperature"], "phase_source": cal["phase_source"]}
+    if args.fresh_normals is not None:
+        fresh = load_fresh_normals(args.fresh_normals)
+        for name, row in rows.items():
+            if name in fresh:
+                row["ceiling"]["fresh_normals"] = fresh_ceiling(
+                    row["records"], fresh[name], args.false_alarm_rate, list(row["detector_states"])
+                )
     report = {"source": source, "false_alarm_rate": args.false_alarm_rate, "results": rows}
     written: dict[str, Path] = {}
     if args.out:  # first: the measurements survive a failure in the printing below
