@@ -98,8 +98,9 @@ def _add_calibration_args(p: argparse.ArgumentParser) -> None:
         choices=CALIBRATION_METHODS,
         default=DEFAULT_CALIBRATION_METHOD,
         help="tail (default): per detector, a generalized Pareto tail of its normal maxima at "
-        "rate / detectors, then the conformal count guard; fused: one conformal threshold on the largest normalised detector "
-        "statistic; bonferroni: one conformal threshold per detector at rate / detectors",
+        "rate / detectors, then the conformal count guard; fused: one conformal threshold on the "
+        "largest normalised detector statistic; bonferroni: one conformal threshold per detector "
+        "at rate / detectors",
     )
 
 
