@@ -171,7 +171,7 @@ bench: env
 # config/train/sim_pouring.yaml on one thread -> the protocols on val, test and held-out -> bundle
 # + references + calibration at 1% false alarms -> streaming benchmark on the seed-23 set and on
 # the fresh normal runs -> applications -> baselines at 500 steps. About 2.5 h on 2 CPU cores
-# (training 35 min with native bf16, longer without).
+# (training 30 min with native bf16, longer without).
 SIM_EVAL_DIR ?= runs/sim_eval
 SIM_EVAL_EPISODES := 1000
 SIM_EVAL_PROTOCOLS := tau,classification,progression
