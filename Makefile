@@ -181,17 +181,14 @@ SIM_EVAL_PROTOCOLS := tau,classification,progression
 SIM_EVAL_CALIBRATION := --dataset folder:$(SIM_EVAL_DIR)/data \
   --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val --false-alarm-rate 0.01 \
   --check-sets $(SIM_EVAL_DIR)/shift_sets
-SIM_EVAL_ALERTS := --dataset folder:$(SIM_EVAL_DIR)/data \
-  --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val \
-  --test-dataset folder:$(SIM_EVAL_DIR)/alerts_test --split test --false-alarm-rate 0.01 \
-  --methods shipped previous_default nearest_neighbour \
-  --fresh-normals $(SIM_EVAL_DIR)/bench_stream_normal.json \
-  --out $(SIM_EVAL_DIR)/bench_stream.json --overwrite
+SIM_EVAL_BENCH := --dataset folder:$(SIM_EVAL_DIR)/data --calib-dataset folder:$(SIM_EVAL_DIR)/calib \
+  --calib-split val --split test --false-alarm-rate 0.01 --overwrite
 # the shipped monitor's false alarms on 300 fresh normal runs (the rate the calibration promises)
-SIM_EVAL_FRESH := --dataset folder:$(SIM_EVAL_DIR)/data \
-  --calib-dataset folder:$(SIM_EVAL_DIR)/calib --calib-split val \
-  --test-dataset folder:$(SIM_EVAL_DIR)/normal_test --split test --false-alarm-rate 0.01 \
-  --normal-episodes 300 --methods shipped --out $(SIM_EVAL_DIR)/bench_stream_normal.json --overwrite
+SIM_EVAL_FRESH := $(SIM_EVAL_BENCH) --test-dataset folder:$(SIM_EVAL_DIR)/normal_test \
+  --normal-episodes 300 --methods shipped --out $(SIM_EVAL_DIR)/bench_stream_normal.json
+SIM_EVAL_ALERTS := $(SIM_EVAL_BENCH) --test-dataset folder:$(SIM_EVAL_DIR)/alerts_test \
+  --methods shipped previous_default nearest_neighbour \
+  --fresh-normals $(SIM_EVAL_DIR)/bench_stream_normal.json --out $(SIM_EVAL_DIR)/bench_stream.json
 sim-eval-data: env
 	@export OMP_NUM_THREADS=2
 	if [ -f $(SIM_EVAL_DIR)/data/manifest.json ] && ! grep -q '"episodes": $(SIM_EVAL_EPISODES)[,}]' \

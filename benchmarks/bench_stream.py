@@ -175,8 +175,9 @@ def fresh_ceiling(
     return out
 
 
-def load_fresh_normals(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Per method: the records of a bench_stream report on normal episodes (``--fresh-normals``)."""
+def load_fresh_normals(path: Path) -> dict[str, dict[str, Any]]:
+    """Per method: ``records`` and ``thresholds`` of a bench_stream report on normal episodes
+    (``--fresh-normals``)."""
     from tcc_model.errors import ConfigError
 
     try:
@@ -190,12 +191,42 @@ def load_fresh_normals(path: Path) -> dict[str, list[dict[str, Any]]]:
         )
     try:
         results = json.loads(path.read_text())["results"]
-        return {name: row["records"] for name, row in results.items()}
+        return {
+            name: {"records": row["records"], "thresholds": row["thresholds"]}
+            for name, row in results.items()
+        }
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(
             f"--fresh-normals {path}: not a bench_stream --out report with records ({err}); "
             "write one with --test-dataset <normal episodes> --out"
         ) from err
+
+
+def add_fresh_ceilings(
+    rows: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]], args: argparse.Namespace
+) -> None:
+    """``ceiling.fresh_normals`` of every method the ``--fresh-normals`` report also ran.
+
+    The statistics depend on the calibration (profiles, temperature), so the report must come
+    from the same bundle and calibration: its thresholds must be this run's.
+    """
+    from tcc_model.errors import ConfigError
+
+    for name, row in rows.items():
+        if name not in fresh:
+            continue
+        theirs, ours = fresh[name]["thresholds"], row["thresholds"]
+        if theirs.keys() != ours.keys() or not np.allclose(
+            [theirs[k] for k in ours], list(ours.values()), rtol=1e-9, atol=0.0
+        ):
+            raise ConfigError(
+                f"--fresh-normals {args.fresh_normals}: method {name} was calibrated differently "
+                f"there (thresholds {theirs} against {ours}); run it with this bundle, "
+                "--calib-dataset and --false-alarm-rate"
+            )
+        row["ceiling"]["fresh_normals"] = fresh_ceiling(
+            row["records"], fresh[name]["records"], args.false_alarm_rate, list(ours)
+        )
 
 
 def _timeline(monitor: Any, ep: Any, results: list[Any]) -> Any:
@@ -505,12 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cal = row["calibration"]
             shared = {"temperature": cal["temperature"], "phase_source": cal["phase_source"]}
     if args.fresh_normals is not None:
-        fresh = load_fresh_normals(args.fresh_normals)
-        for name, row in rows.items():
-            if name in fresh:
-                row["ceiling"]["fresh_normals"] = fresh_ceiling(
-                    row["records"], fresh[name], args.false_alarm_rate, list(row["detector_states"])
-                )
+        add_fresh_ceilings(rows, load_fresh_normals(args.fresh_normals), args)
     report = {"source": source, "false_alarm_rate": args.false_alarm_rate, "results": rows}
     written: dict[str, Path] = {}
     if args.out:  # first: the measurements survive a failure in the printing below

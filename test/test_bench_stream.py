@@ -165,20 +165,33 @@ def _record(anomaly, **maxima):
 def test_the_fresh_normal_ceiling_sets_thresholds_on_the_fresh_normals_at_the_rate(tmp_path):
     bench = _module("bench_stream")
     # 200 fresh normals: statistic a up to 1.0, except two normal runs at 5 and 9
-    fresh = [_record(None, a=0.005 * i, b=0.1) for i in range(198)]
-    fresh += [_record(None, a=5.0, b=0.1), _record(None, a=9.0, b=0.1)]
-    # test anomalies at 2, 6 and 10 on a; one on b only
-    tests = [_record(None, a=0.5, b=0.1)] + [_record("drop", a=v, b=0.1) for v in (2.0, 6.0, 10.0)]
-    tests.append(_record("stall", a=0.0, b=3.0))
+    fresh = [_record(None, a=0.005 * i) for i in range(198)]
+    fresh += [_record(None, a=5.0), _record(None, a=9.0)]
+    # test anomalies at 2, 6 and 10 on a; the test's own normal run at 5.5 must not count
+    tests = [_record(None, a=5.5)] + [_record("drop", a=v) for v in (2.0, 6.0, 10.0)]
     at_1pct = bench.fresh_ceiling(tests, fresh, 0.01, ["a"])
     # 1% of 200: two fresh normals may alarm, so a's threshold drops to 1.0: 3 caught on a
     assert at_1pct["allowed_false_alarms"] == 2 and at_1pct["detectors"] == 3
     assert bench.fresh_ceiling(tests, fresh, 0.005, ["a"])["detectors"] == 2  # one may alarm
     assert bench.fresh_ceiling(tests, fresh, 0.001, ["a"])["detectors"] == 1  # none may
-    # the test's own normal run (0.5) is ignored: only the fresh normals set the thresholds
+
+
+def test_a_fresh_normal_report_from_another_calibration_is_refused(tmp_path):
+    bench = _module("bench_stream")
+    fresh = [_record(None, a=0.1), _record(None, a=0.2)]
     report = tmp_path / "fresh.json"
-    report.write_text(bench.json.dumps({"results": {"shipped": {"records": fresh}}}))
-    assert bench.load_fresh_normals(report)["shipped"] == fresh
+    shipped = {"records": fresh, "thresholds": {"a": 1.0}}
+    report.write_text(bench.json.dumps({"results": {"shipped": shipped}}))
+    loaded = bench.load_fresh_normals(report)
+    assert loaded["shipped"]["records"] == fresh
+    args = SimpleNamespace(fresh_normals=report, false_alarm_rate=0.01)
+    rows = {"shipped": {"records": [_record("drop", a=3.0)], "thresholds": {"a": 1.0}}}
+    rows["shipped"]["ceiling"] = {}
+    bench.add_fresh_ceilings(rows, loaded, args)
+    assert rows["shipped"]["ceiling"]["fresh_normals"]["detectors"] == 1
+    rows["shipped"]["thresholds"] = {"a": 1.1}  # calibrated on other episodes or at another rate
+    with pytest.raises(ConfigError, match="fresh.json: method shipped was calibrated differently"):
+        bench.add_fresh_ceilings(rows, loaded, args)
     report.write_text('{"results": {"shipped": {}}}')
     with pytest.raises(ConfigError, match="fresh.json: not a bench_stream --out report"):
         bench.load_fresh_normals(report)
