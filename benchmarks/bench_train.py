@@ -131,11 +131,12 @@ class Variant:
         keys = [(self.batches, i % len(self.clips)) for i in range(self.config.train.batch_size)]
         return collate_batch(self.clips, keys)
 
-    def step(self) -> dict[str, float]:
-        """One training step, timed by phase (mirrors ``TrainModule.forward``)."""
+    def step(self, batch: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """One training step, timed by phase (mirrors ``TrainModule.forward``); ``batch``
+        given: its preparation is not part of the step (``data`` is 0)."""
         times: dict[str, float] = {}
         tic = time.perf_counter()
-        batch = self.batch()
+        batch = self.batch() if batch is None else batch
         times["data"] = time.perf_counter() - tic
         m, cfg = self.model, self.config.model
         frames = batch["frames"]
@@ -231,6 +232,107 @@ def _eager_flops(config: TrainingConfig) -> float:
     return Variant(TrainingConfig.from_dict(data)).flops() * config.train.batch_size / 2
 
 
+def measure_pipeline(config: TrainingConfig, steps: int, warmup: int) -> dict[str, float]:
+    """clips/s of consecutive steps with batches from the training's own ``DataLoader`` (the
+    step-keyed sampler), prepared in the training thread (``workers_0``, one core) and by one
+    worker process while the thread trains (``workers_1``, the recipe's ``data.num_workers: 1``
+    on a second core). Blocks of ``steps`` alternate twice; the faster block of each counts."""
+    from torch.utils.data import DataLoader
+
+    from tcc_model.data.sampling import worker_threads_init
+    from tcc_model.train.order import EpochItems, StepBatchSampler
+
+    variant = Variant(config)
+    batch = config.train.batch_size
+    best: dict[str, float] = {}
+    for _ in range(2):
+        for workers in (0, 1):
+            total = warmup + steps
+            sampler = StepBatchSampler(0, total, batch, len(variant.clips), seed=0)
+            loader = DataLoader(
+                EpochItems(variant.clips),
+                batch_sampler=sampler,
+                num_workers=workers,
+                worker_init_fn=worker_threads_init if workers else None,
+            )
+            batches = iter(loader)
+            for _ in range(warmup):
+                variant.step(next(batches))
+            tic = time.perf_counter()
+            for _ in range(steps):
+                variant.step(next(batches))
+            rate = steps * batch / (time.perf_counter() - tic)
+            key = f"workers_{workers}"
+            best[key] = max(best.get(key, 0.0), rate)
+    return best
+
+
+def layer_ceiling(config: TrainingConfig, repeats: int = 5) -> dict[str, Any]:
+    """Each convolution and linear layer of ``config``'s model alone, forward + backward at the
+    input shape it sees in a training step, under the step's autocast: the rate the step's GEMM
+    work reaches when nothing else (data, elementwise ops, normalisation, the loss) costs time."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    variant = Variant(config)
+    seen: dict[tuple[str, tuple[int, ...]], torch.nn.Module] = {}
+    layers = (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+
+    def record(name: str) -> Any:
+        def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
+            seen.setdefault((name, tuple(inputs[0].shape)), module)
+
+        return hook
+
+    handles = [
+        m.register_forward_hook(record(name))
+        for name, m in variant.model.named_modules()
+        if isinstance(m, layers)
+    ]
+    variant.step()
+    for handle in handles:
+        handle.remove()
+    amp = variant.module.amp_dtype
+    rows = []
+    for i, ((name, shape), module) in enumerate(seen.items()):
+        # the first layer sees the images: no gradient to its input, as in training
+        x = torch.randn(shape, requires_grad=i > 0)
+
+        def run(module: torch.nn.Module = module, x: torch.Tensor = x) -> None:
+            with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+                out = module(x)
+            out.float().sum().backward()
+
+        run()
+        counter = FlopCounterMode(display=False)
+        with counter:
+            run()
+        times = []
+        for _ in range(repeats):
+            tic = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - tic)
+        flops = float(counter.get_total_flops())
+        rows.append(
+            {
+                "layer": name,
+                "shape": list(shape),
+                "gflop": flops / 1e9,
+                "ms": 1000 * min(times),
+                "gflops": flops / min(times) / 1e9,
+            }
+        )
+    total_flops = sum(r["gflop"] for r in rows)
+    total_ms = sum(r["ms"] for r in rows)
+    return {
+        "width": config.model.light_width,
+        "amp": amp is not None,
+        "layers": rows,
+        "gflop": total_flops,
+        "ms": total_ms,
+        "gflops": 1000 * total_flops / total_ms,
+    }
+
+
 def run_threads(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     """Peaks and every lever at ``threads`` intra-op threads."""
     torch.set_num_threads(threads)
@@ -274,6 +376,28 @@ def _row(name: str, r: dict[str, Any], base: dict[str, Any], peaks: dict[str, fl
     )
 
 
+def _print_ceiling(ceilings: list[dict[str, Any]], peaks: dict[str, float], key: str) -> None:
+    """The layer table of the first width, then one line per width."""
+    first = ceilings[0]
+    print(
+        f"\n## GEMM ceiling, 1 thread: each conv/linear layer alone, forward + backward "
+        f"({'bf16 autocast' if first['amp'] else 'fp32'}), light_width {first['width']}"
+    )
+    print(f"| layer | input shape | GFLOP | ms | GFLOP/s | of {key} peak |")
+    print("|---|---|---|---|---|---|")
+    for r in first["layers"]:
+        shape = "x".join(str(v) for v in r["shape"])
+        print(
+            f"| {r['layer']} | {shape} | {r['gflop']:.2f} | {r['ms']:.1f} | {r['gflops']:.0f} | "
+            f"{r['gflops'] / peaks[key]:.0%} |"
+        )
+    for c in ceilings:
+        print(
+            f"light_width {c['width']}: layers alone {c['gflop']:.1f} GFLOP in {c['ms']:.0f} ms = "
+            f"{c['gflops']:.0f} GFLOP/s = {c['gflops'] / peaks[key]:.0%} of the {key} peak"
+        )
+
+
 def run_processes(args: argparse.Namespace, final: dict[str, Any], count: int) -> float:
     """Total clips/s of ``count`` concurrent 1-thread processes running ``final``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -299,6 +423,21 @@ def main(argv: list[str] | None = None) -> int:
         help="rows to measure, in order (default: all): " + ", ".join(n for n, _ in LEVERS),
     )
     p.add_argument("--processes", type=int, default=2, help="also N 1-thread processes (0: no)")
+    p.add_argument(
+        "--pipeline-steps",
+        type=int,
+        default=12,
+        help="consecutive steps of the last variant on 1 thread with data prepared in the "
+        "training thread vs by one worker process (0: skip)",
+    )
+    p.add_argument(
+        "--ceiling-widths",
+        type=int,
+        nargs="*",
+        default=[32, 64, 128],
+        metavar="W",
+        help="GEMM ceiling of the last variant's layers alone on 1 thread, per model.light_width",
+    )
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", default=None, help="write the results here")
@@ -337,6 +476,25 @@ def main(argv: list[str] | None = None) -> int:
         one = [r for r in results[0]["rows"] if "clips_per_s" in r][-1]["clips_per_s"]
         many = measured[-1]["clips_per_s"]
         print(f"{results[-1]['threads']} threads vs 1 (last variant): {many / one:.2f}x")
+    final = TrainingConfig.from_dict(results[-1]["final"])
+    torch.set_num_threads(1)
+    peaks = results[0]["peaks_gflops"]
+    if args.pipeline_steps > 0:
+        pipe = measure_pipeline(final, args.pipeline_steps, args.warmup)
+        summary["pipeline"] = pipe
+        print(
+            f"\nLast variant, 1 training thread, {args.pipeline_steps} consecutive steps: data in "
+            f"the training thread (1 core) {pipe['workers_0']:.2f} clips/s, one data worker "
+            f"process (2 cores) {pipe['workers_1']:.2f} clips/s: "
+            f"{pipe['workers_1'] / pipe['workers_0']:.2f}x"
+        )
+    if args.ceiling_widths:
+        summary["ceiling"] = []
+        key = "bf16" if amp_dtype_for(torch.device("cpu"), final.train.amp) else "fp32"
+        for width in args.ceiling_widths:
+            data = apply_overrides(TrainingConfig, final.to_dict(), [f"model.light_width={width}"])
+            summary["ceiling"].append(layer_ceiling(TrainingConfig.from_dict(data)))
+        _print_ceiling(summary["ceiling"], peaks, key)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=1))
