@@ -232,23 +232,26 @@ def _eager_flops(config: TrainingConfig) -> float:
     return Variant(TrainingConfig.from_dict(data)).flops() * config.train.batch_size / 2
 
 
-def measure_pipeline(config: TrainingConfig, steps: int, warmup: int) -> dict[str, float]:
+def measure_pipeline(
+    old: TrainingConfig, new: TrainingConfig, steps: int, warmup: int
+) -> dict[str, float]:
     """clips/s of consecutive steps with batches from the training's own ``DataLoader`` (the
-    step-keyed sampler), prepared in the training thread (``workers_0``, one core) and by one
-    worker process while the thread trains (``workers_1``, the recipe's ``data.num_workers: 1``
-    on a second core). Blocks of ``steps`` alternate twice; the faster block of each counts."""
+    step-keyed sampler): ``old`` and ``new`` with batches prepared in the training thread (one
+    core: ``old``, ``new``), and ``new`` with one worker process preparing the next batch while
+    the thread trains (``new_worker``: the recipe's ``data.num_workers: 1`` on a second core).
+    Blocks of ``steps`` alternate twice; the faster block of each counts."""
     from torch.utils.data import DataLoader
 
     from tcc_model.data.sampling import worker_threads_init
     from tcc_model.train.order import EpochItems, StepBatchSampler
 
-    variant = Variant(config)
-    batch = config.train.batch_size
+    runs = [("old", Variant(old), 0), ("new", Variant(new), 0)]
+    runs.append(("new_worker", runs[1][1], 1))
     best: dict[str, float] = {}
     for _ in range(2):
-        for workers in (0, 1):
-            total = warmup + steps
-            sampler = StepBatchSampler(0, total, batch, len(variant.clips), seed=0)
+        for key, variant, workers in runs:
+            batch = variant.config.train.batch_size
+            sampler = StepBatchSampler(0, warmup + steps, batch, len(variant.clips), seed=0)
             loader = DataLoader(
                 EpochItems(variant.clips),
                 batch_sampler=sampler,
@@ -262,7 +265,6 @@ def measure_pipeline(config: TrainingConfig, steps: int, warmup: int) -> dict[st
             for _ in range(steps):
                 variant.step(next(batches))
             rate = steps * batch / (time.perf_counter() - tic)
-            key = f"workers_{workers}"
             best[key] = max(best.get(key, 0.0), rate)
     return best
 
@@ -480,13 +482,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     peaks = results[0]["peaks_gflops"]
     if args.pipeline_steps > 0:
-        pipe = measure_pipeline(final, args.pipeline_steps, args.warmup)
+        first = TrainingConfig.from_dict(
+            apply_overrides(TrainingConfig, final.to_dict(), LEVERS[0][1] + ["train.amp=false"])
+        )
+        pipe = measure_pipeline(first, final, args.pipeline_steps, args.warmup)
         summary["pipeline"] = pipe
         print(
-            f"\nLast variant, 1 training thread, {args.pipeline_steps} consecutive steps: data in "
-            f"the training thread (1 core) {pipe['workers_0']:.2f} clips/s, one data worker "
-            f"process (2 cores) {pipe['workers_1']:.2f} clips/s: "
-            f"{pipe['workers_1'] / pipe['workers_0']:.2f}x"
+            f"\n## Data pipeline, 1 training thread, {args.pipeline_steps} consecutive steps\n"
+            f"old settings, batches made in the training thread (1 core): {pipe['old']:.2f} "
+            f"clips/s\nlast variant, the same: {pipe['new']:.2f} clips/s\n"
+            f"last variant, one data worker process (2 cores, data.num_workers: 1): "
+            f"{pipe['new_worker']:.2f} clips/s = {pipe['new_worker'] / pipe['new']:.2f}x the "
+            f"1-core pipeline, {pipe['new_worker'] / pipe['old']:.2f}x the old settings"
         )
     if args.ceiling_widths:
         summary["ceiling"] = []

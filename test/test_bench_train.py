@@ -1,5 +1,4 @@
-"""bench_train: the GEMM ceiling covers exactly the step's work; the pipeline rows train on the
-batches the training's loader makes."""
+"""bench_train: the GEMM ceiling covers exactly the step's work."""
 
 from __future__ import annotations
 
@@ -58,10 +57,3 @@ def test_ceiling_layers_carry_all_the_flops_of_a_training_step(bench, distinct):
     step = bench.Variant(config).flops() / 1e9
     assert 0.95 * step <= ceiling["gflop"] <= step
     assert ceiling["gflops"] > 0
-
-
-def test_pipeline_measures_both_data_placements(bench):
-    torch.set_num_threads(1)
-    rates = bench.measure_pipeline(_tiny(bench), steps=2, warmup=1)
-    assert set(rates) == {"workers_0", "workers_1"}
-    assert all(rate > 0 for rate in rates.values())

@@ -202,6 +202,21 @@ def test_short_training_lowers_the_loss_and_aligns_videos(toy, tmp_path):
     assert any((tmp_path / "tb").iterdir())
 
 
+def test_a_data_worker_process_trains_the_same_run(toy, tmp_path):
+    """The recipe's ``data.num_workers: 1`` (batches made on a second core) changes no weight."""
+    states = []
+    for workers in (0, 1):
+        config = small_config(steps=3)
+        config["data"]["augment"] = "camera"
+        config["data"]["num_workers"] = workers
+        trainer = Trainer(config, tmp_path / f"w{workers}", train_episodes=load_split(toy, "train"))
+        trainer.train()
+        states.append({k: v.clone() for k, v in trainer.module.state_dict().items()})
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
 def test_cli_writes_run_and_refuses_to_overwrite(toy, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--dataset", f"folder:{toy}", "--out", str(out), "--steps", "2", *CLI_SMALL]
