@@ -105,9 +105,48 @@ class ProbeResult:
     num_train_frames: int
     num_eval_frames: int
     skipped: str | None = None
+    #: misclassified frames within BOUNDARY_WINDOW frames of a phase change, per phase change
+    errors_per_boundary: float | None = None
+    #: accuracy on the frames farther than BOUNDARY_WINDOW frames from every phase change
+    interior_accuracy: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: frames on each side of a phase change that :func:`boundary_breakdown` counts as its boundary
+BOUNDARY_WINDOW = 3
+
+
+def boundary_breakdown(
+    predictions: Sequence[np.ndarray], labels: Sequence[np.ndarray], window: int = BOUNDARY_WINDOW
+) -> tuple[float | None, float | None]:
+    """``(errors per phase change, interior accuracy)`` of per-frame phase predictions.
+
+    Frame accuracy mixes two things: how precisely the embedding places each phase change, and
+    how many frames a video has per change (a faster motion has fewer, so the same precision
+    reads as a lower accuracy). This separates them: the errors on the ``window`` frames on each
+    side of every change, per change (``None`` without a change), and the accuracy on the frames
+    farther than ``window`` from every change (``None`` without such frames).
+    """
+    near_errors, changes, far_right, far_total = 0, 0, 0, 0
+    for pred, label in zip(predictions, labels):
+        label = np.asarray(label)
+        wrong = np.asarray(pred) != label
+        edges = np.flatnonzero(np.diff(label)) + 0.5  # between frame i and i + 1
+        changes += edges.size
+        if edges.size:
+            distance = np.min(np.abs(np.arange(label.size)[:, None] - edges[None]), axis=1) + 0.5
+            near = distance <= window
+        else:
+            near = np.zeros(label.size, dtype=bool)
+        near_errors += int(wrong[near].sum())
+        far_right += int((~wrong[~near]).sum())
+        far_total += int((~near).sum())
+    return (
+        near_errors / changes if changes else None,
+        far_right / far_total if far_total else None,
+    )
 
 
 def _make_svc():
@@ -116,15 +155,24 @@ def _make_svc():
     return SVC(decision_function_shape="ovo")
 
 
-def _fit_svc_accuracy(
-    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray
-) -> tuple[float | None, str | None]:
+def _fit_svc_predict(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
+) -> tuple[np.ndarray | None, str | None]:
     classes = np.unique(train_y)
     if classes.size < 2:
         return None, f"training frames hold a single phase ({int(classes[0])}); SVC needs >= 2"
     model = _make_svc()
     model.fit(train_x, train_y)
-    return float(np.mean(model.predict(val_x) == val_y)), None
+    return model.predict(val_x), None
+
+
+def _fit_svc_accuracy(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray
+) -> tuple[float | None, str | None]:
+    predicted, skipped = _fit_svc_predict(train_x, train_y, val_x)
+    if predicted is None:
+        return None, skipped
+    return float(np.mean(predicted == val_y)), None
 
 
 def phase_classification(
@@ -138,7 +186,9 @@ def phase_classification(
 
     For each fraction ``f`` an ``SVC(decision_function_shape='ovo')`` (sklearn defaults, no feature
     scaling) is trained on all frames of the **first** ``max(1, int(f * N_train))`` training videos.
-    A training subset with a single phase is reported as skipped (``value=None``).
+    A training subset with a single phase is reported as skipped (``value=None``). Each result
+    also holds :func:`boundary_breakdown` of the predictions (errors per phase change, accuracy
+    away from the changes).
     """
     train_embs = _check_embs_list(train_embs, "train_embs")
     val_embs = _check_embs_list(val_embs, "val_embs")
@@ -157,10 +207,14 @@ def phase_classification(
         n = _first_n_videos(len(train_embs), f)
         train_x = np.concatenate(train_embs[:n])
         train_y = np.concatenate(train_labels[:n])
-        value, skipped = _fit_svc_accuracy(
-            train_x, train_y, np.concatenate(val_embs), np.concatenate(val_labels)
-        )
-        results[f] = ProbeResult(value, n, len(train_x), num_val_frames, skipped)
+        predicted, skipped = _fit_svc_predict(train_x, train_y, np.concatenate(val_embs))
+        if predicted is None:
+            results[f] = ProbeResult(None, n, len(train_x), num_val_frames, skipped)
+            continue
+        value = float(np.mean(predicted == np.concatenate(val_labels)))
+        per_video = np.split(predicted, np.cumsum([len(e) for e in val_embs])[:-1])
+        errors, interior = boundary_breakdown(per_video, val_labels)
+        results[f] = ProbeResult(value, n, len(train_x), num_val_frames, None, errors, interior)
     return results
 
 

@@ -114,3 +114,20 @@ def test_old_import_paths_still_work() -> None:
     assert callable(sim_pouring.main) and sim_pouring.DATASET_NAME == "sim_pouring"
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = evaluate.no_such_name
+
+
+def test_summary_shows_the_boundary_breakdown_when_measured() -> None:
+    from tcc_model.evaluate import summary_markdown
+
+    config = {"checkpoint": "c.pt", "dataset": "d", "stride": 2, "distance": "sqeuclidean"}
+    config["few_shot_seed"] = 0
+    probe = {"value": 0.9, "errors_per_boundary": 1.75, "interior_accuracy": 0.98}
+    metrics = {
+        "num_videos": {"train": 4, "val": 2},
+        "num_frames": {"train": 40, "val": 20},
+        "phase_classification": {"0.1": probe},
+    }
+    text = summary_markdown(metrics, config)
+    assert "errors per phase change" in text and "| 1.75 / 98.00 |" in text
+    probe.update(errors_per_boundary=None, interior_accuracy=None)  # reports from before
+    assert "errors per phase change" not in summary_markdown(metrics, config)

@@ -142,6 +142,45 @@ def test_classification_trains_on_the_first_videos():
     assert res[1.0].value == pytest.approx(1 - n0_n1 / 18)
 
 
+def test_boundary_breakdown_counts_errors_per_phase_change_and_interior_frames():
+    labels = [np.array([0] * 8 + [1] * 9), np.zeros(5, dtype=int)]
+    predicted = [labels[0].copy(), labels[1].copy()]
+    predicted[0][8] = 0  # the change placed one frame late: within 3 frames of it
+    predicted[0][0] = 1  # 7.5 frames from the change: an interior error
+    errors, interior = ev.boundary_breakdown(predicted, labels)
+    assert errors == pytest.approx(1.0)  # one change, one error near it
+    # 6 frames lie within 3 of the change; 11 + 5 interior frames, one of them wrong
+    assert interior == pytest.approx(15 / 16)
+    assert ev.boundary_breakdown([np.zeros(4)], [np.zeros(4)]) == (None, 1.0)
+
+
+def test_same_boundary_precision_reads_lower_accuracy_on_a_faster_motion():
+    """A change placed one frame late costs a 40-frame video 2.5 points, a 20-frame one 5."""
+    slow, fast = np.array([0] * 20 + [1] * 20), np.array([0] * 10 + [1] * 10)
+    late = [np.r_[y[:1], y[:-1]] for y in (slow, fast)]
+    for y, p in zip((slow, fast), late):
+        assert ev.boundary_breakdown([p], [y]) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert np.mean(late[0] == slow) == pytest.approx(0.975)
+    assert np.mean(late[1] == fast) == pytest.approx(0.95)
+
+
+def test_classification_reports_the_boundary_breakdown():
+    rng = np.random.default_rng(4)
+    train = [_phase_video(rng) for _ in range(4)]
+    val = [_phase_video(rng) for _ in range(2)]
+    res = ev.phase_classification(
+        [e for e, _ in train],
+        [y for _, y in train],
+        [e for e, _ in val],
+        [y for _, y in val],
+        fractions=(1.0,),
+    )[1.0]
+    assert res.value == pytest.approx(1.0)
+    assert res.errors_per_boundary == pytest.approx(0.0)
+    assert res.interior_accuracy == pytest.approx(1.0)
+    assert {"errors_per_boundary", "interior_accuracy"} <= set(res.to_dict())
+
+
 def test_single_class_training_set_is_skipped():
     rng = np.random.default_rng(3)
     embs, labels = _phase_video(rng, (6, 0, 0))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tcc_model.evaluation import BOUNDARY_WINDOW
 from tcc_model.reporting import fmt
 
 if TYPE_CHECKING:
@@ -65,6 +66,13 @@ def summary_markdown(metrics: dict[str, Any], config: dict[str, Any]) -> str:
         f"| Kendall's τ (stride {config['stride']}, {config['distance']}) | "
         f"{_fmt(h['kendalls_tau'])} |",
     ]
+    cls10 = (metrics.get("phase_classification") or {}).get("0.1") or {}
+    if cls10.get("errors_per_boundary") is not None:
+        lines.append(
+            "| phase classification 10%: errors per phase change (within "
+            f"{BOUNDARY_WINDOW} frames) / accuracy away from the changes (%) | "
+            f"{cls10['errors_per_boundary']:.2f} / {_fmt(cls10.get('interior_accuracy'), True)} |"
+        )
     tau_train = (metrics.get("kendalls_tau") or {}).get("train")
     if tau_train:
         lines.append(f"| Kendall's τ on train | {_fmt(tau_train['value'])} |")
