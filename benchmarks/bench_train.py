@@ -257,6 +257,7 @@ def measure_pipeline(
                 batch_sampler=sampler,
                 num_workers=workers,
                 worker_init_fn=worker_threads_init if workers else None,
+                multiprocessing_context="spawn" if workers else None,  # as the training's
             )
             batches = iter(loader)
             for _ in range(warmup):

@@ -76,6 +76,9 @@ def _loader(trainer: Trainer) -> DataLoader:
         num_workers=workers,
         pin_memory=trainer.device.type == "cuda",
         worker_init_fn=worker_threads_init if workers else None,
+        # a fresh interpreter per worker: forking a process that runs threads (TensorBoard's
+        # writer, an executor, OpenMP) can copy a held lock into the worker and hang it
+        multiprocessing_context="spawn" if workers else None,
     )
 
 
