@@ -11,8 +11,12 @@ eager) and with each speed lever added in turn (``distinct_frames``, the ``patch
 backward), achieved GFLOP/s as a fraction of both peaks, and the per-step breakdown: data
 (sampling and collating a batch from in-memory videos), encoder forward, head forward, loss,
 backward, optimizer. ``--processes 2`` also runs the best variant in two 1-thread processes at
-once (the alternative to one 2-thread process). Speeds on a shared machine are noisy: compare
-the ratios within one run.
+once (the alternative to one 2-thread process). Then, on one thread: the data pipeline as the
+training runs it (``--pipeline-steps`` consecutive steps through the training's ``DataLoader``:
+the old settings and the last variant with batches made in the training thread, and the last
+variant with one data worker process on a second core), and the GEMM ceiling (each conv/linear
+layer of the last variant alone, forward + backward at its training shape, for each of
+``--ceiling-widths``). Speeds on a shared machine are noisy: compare the ratios within one run.
 """
 
 from __future__ import annotations
