@@ -244,10 +244,8 @@ def measure_pipeline(
     core: ``old``, ``new``), and ``new`` with one worker process preparing the next batch while
     the thread trains (``new_worker``: the recipe's ``data.num_workers: 1`` on a second core).
     Blocks of ``steps`` alternate twice; the faster block of each counts."""
-    from torch.utils.data import DataLoader
-
-    from tcc_model.data.sampling import worker_threads_init
-    from tcc_model.train.order import EpochItems, StepBatchSampler
+    from tcc_model.train.loop import step_loader
+    from tcc_model.train.order import StepBatchSampler
 
     runs = [("old", Variant(old), 0), ("new", Variant(new), 0)]
     runs.append(("new_worker", runs[1][1], 1))
@@ -256,13 +254,7 @@ def measure_pipeline(
         for key, variant, workers in runs:
             batch = variant.config.train.batch_size
             sampler = StepBatchSampler(0, warmup + steps, batch, len(variant.clips), seed=0)
-            loader = DataLoader(
-                EpochItems(variant.clips),
-                batch_sampler=sampler,
-                num_workers=workers,
-                worker_init_fn=worker_threads_init if workers else None,
-                multiprocessing_context="spawn" if workers else None,  # as the training's
-            )
+            loader = step_loader(variant.clips, sampler, workers)
             batches = iter(loader)
             for _ in range(warmup):
                 variant.step(next(batches))

@@ -53,10 +53,30 @@ def validation_metrics(trainer: Trainer) -> dict[str, float]:
     return out
 
 
-def _loader(trainer: Trainer) -> DataLoader:
-    """The batches from ``trainer.step`` on (videos decoded first without workers)."""
+def step_loader(
+    clips: Any,
+    sampler: StepBatchSampler,
+    workers: int,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """The training's ``DataLoader``: ``sampler``'s step-keyed batches of ``clips``, made by
+    ``workers`` processes (0: in the calling thread)."""
     from tcc_model.data.sampling import worker_threads_init
 
+    return DataLoader(
+        EpochItems(clips),
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        worker_init_fn=worker_threads_init if workers else None,
+        # a fresh interpreter per worker: forking a process that runs threads (TensorBoard's
+        # writer, an executor, OpenMP) can copy a held lock into the worker and hang it
+        multiprocessing_context="spawn" if workers else None,
+    )
+
+
+def _loader(trainer: Trainer) -> DataLoader:
+    """The batches from ``trainer.step`` on (videos decoded first without workers)."""
     workers = trainer.cfg.data.num_workers
     sampler = StepBatchSampler(
         trainer.step,
@@ -70,16 +90,7 @@ def _loader(trainer: Trainer) -> DataLoader:
     if workers == 0 and trainer.step < trainer.total_steps:
         with stage(f"decoding {len(trainer.train_episodes)} training videos"):
             trainer.train_clips.preload()
-    return DataLoader(
-        EpochItems(trainer.train_clips),
-        batch_sampler=sampler,
-        num_workers=workers,
-        pin_memory=trainer.device.type == "cuda",
-        worker_init_fn=worker_threads_init if workers else None,
-        # a fresh interpreter per worker: forking a process that runs threads (TensorBoard's
-        # writer, an executor, OpenMP) can copy a held lock into the worker and hang it
-        multiprocessing_context="spawn" if workers else None,
-    )
+    return step_loader(trainer.train_clips, sampler, workers, trainer.device.type == "cuda")
 
 
 def _validate_and_log(trainer: Trainer, writer: Any, bar: Any, final: bool) -> dict[str, float]:
